@@ -58,14 +58,13 @@ impl LedgerFileFormat {
     }
 }
 
-/// A ledger file that could not be read.
+/// A ledger file that could not be read. The message names the file and the cause.
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {kind}", path.display())]
 pub struct LedgerFileError {
     /// The file.
     pub path: PathBuf,
     /// What went wrong.
-    #[source]
     pub kind: LedgerFileErrorKind,
 }
 
@@ -74,25 +73,25 @@ pub struct LedgerFileError {
 pub enum LedgerFileErrorKind {
     /// Reading or decompressing failed.
     #[error("cannot read: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     /// The decompressed content is larger than [`MAX_DECOMPRESSED_BYTES`].
     #[error("decompressed content exceeds {MAX_DECOMPRESSED_BYTES} bytes")]
     TooLarge,
     /// A line is not base64.
-    #[error("line {line}: not base64: {source}")]
+    #[error("line {line}: not base64: {error}")]
     Base64 {
         /// 1-based line number.
         line: usize,
         /// The decoder's complaint.
-        source: base64::DecodeError,
+        error: base64::DecodeError,
     },
     /// A ledger's XDR is malformed.
-    #[error("{position}: {source}")]
+    #[error("{position}: {error}")]
     Decode {
         /// Which ledger of the file (line, or index in a stream or batch).
         position: String,
         /// The decoder's complaint.
-        source: Box<ExtractError>,
+        error: Box<ExtractError>,
     },
     /// A batch's declared range disagrees with the ledgers it holds.
     #[error("batch declares ledgers {start}-{end} but holds {held:?}")]
@@ -104,6 +103,12 @@ pub enum LedgerFileErrorKind {
         /// Sequences actually held.
         held: Vec<u32>,
     },
+}
+
+impl From<std::io::Error> for LedgerFileErrorKind {
+    fn from(error: std::io::Error) -> Self {
+        Self::Io(error)
+    }
 }
 
 /// Reads every ledger of a file, in file order.
@@ -215,9 +220,9 @@ pub fn ledger_files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// Decodes a data-lake batch from its uncompressed XDR and checks its declared range.
 pub fn decode_batch(xdr: &[u8]) -> Result<LedgerCloseMetaBatch, LedgerFileErrorKind> {
     let batch: LedgerCloseMetaBatch =
-        decode_xdr(xdr).map_err(|source| LedgerFileErrorKind::Decode {
+        decode_xdr(xdr).map_err(|error| LedgerFileErrorKind::Decode {
             position: "batch".into(),
-            source: Box::new(source),
+            error: Box::new(error),
         })?;
     let held: Vec<u32> = batch.ledger_close_metas.iter().map(ledger_seq).collect();
     let expected: Vec<u32> = (batch.start_sequence..=batch.end_sequence).collect();
@@ -253,7 +258,7 @@ fn decode_stream(bytes: &[u8]) -> Result<Vec<LedgerCloseMeta>, LedgerFileErrorKi
         let meta =
             LedgerCloseMeta::read_xdr(&mut reader).map_err(|e| LedgerFileErrorKind::Decode {
                 position: format!("ledger #{} at byte {offset}", out.len() + 1),
-                source: Box::new(ExtractError {
+                error: Box::new(ExtractError {
                     ledger: None,
                     transaction: None,
                     kind: crate::extract::ExtractErrorKind::Decode(e),
@@ -276,7 +281,7 @@ fn base64_lines(
             base64::engine::general_purpose::STANDARD
                 .decode(text)
                 .map(|bytes| (line, bytes))
-                .map_err(|source| LedgerFileErrorKind::Base64 { line, source })
+                .map_err(|error| LedgerFileErrorKind::Base64 { line, error })
         })
 }
 
@@ -284,9 +289,9 @@ fn decode_lines(text: &[u8]) -> Result<Vec<LedgerCloseMeta>, LedgerFileErrorKind
     base64_lines(text)
         .map(|item| {
             let (line, bytes) = item?;
-            decode_xdr(&bytes).map_err(|source| LedgerFileErrorKind::Decode {
+            decode_xdr(&bytes).map_err(|error| LedgerFileErrorKind::Decode {
                 position: format!("line {line}"),
-                source: Box::new(source),
+                error: Box::new(error),
             })
         })
         .collect()

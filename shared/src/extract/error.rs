@@ -22,7 +22,8 @@ impl fmt::Display for TxLocation {
     }
 }
 
-/// An extraction failure.
+/// An extraction failure. Its message carries the whole story (ledger, transaction,
+/// cause), so it exposes no separate `source()`.
 #[derive(Debug, thiserror::Error)]
 pub struct ExtractError {
     /// The ledger, when it could be told.
@@ -30,7 +31,6 @@ pub struct ExtractError {
     /// The transaction, when the error is about one.
     pub transaction: Option<TxLocation>,
     /// What went wrong.
-    #[source]
     pub kind: ExtractErrorKind,
 }
 
@@ -76,7 +76,7 @@ pub enum ExtractErrorKind {
     /// The bytes are not a valid `LedgerCloseMeta`: malformed, truncated, or a variant
     /// this build does not know (a newer protocol).
     #[error("malformed or truncated ledger XDR: {0}")]
-    Decode(#[source] stellar_xdr::Error),
+    Decode(stellar_xdr::Error),
     /// A valid `LedgerCloseMeta` followed by bytes that are not part of it.
     #[error("{0} unexpected bytes after the ledger XDR")]
     TrailingBytes(usize),
@@ -122,7 +122,7 @@ pub enum ExtractErrorKind {
     Toid(#[from] crate::toid::ToidError),
     /// Re-encoding an envelope to hash it failed.
     #[error("cannot encode the envelope to hash it: {0}")]
-    Hash(#[source] stellar_xdr::Error),
+    Hash(stellar_xdr::Error),
 }
 
 impl ExtractErrorKind {

@@ -8,6 +8,7 @@
 mod error;
 mod events;
 pub(crate) mod hashing;
+mod scan;
 
 use std::sync::Arc;
 
@@ -85,26 +86,43 @@ impl Extractor {
         &self.network
     }
 
-    /// Decodes and extracts one ledger's XDR.
+    /// Decodes and extracts one ledger's XDR. This is the fast path: only the parts of
+    /// the ledger that payments need are materialised (see the `scan` module); the rest
+    /// is validated and stepped over.
     pub fn extract_xdr(&mut self, bytes: &[u8]) -> Result<LedgerPayments, ExtractError> {
-        let meta = decode_ledger(bytes)?;
-        self.extract(&meta)
+        let (scanned, consumed) =
+            scan::scan_ledger(bytes, MAX_XDR_DEPTH).map_err(|(e, ledger)| ExtractError {
+                ledger,
+                transaction: None,
+                kind: ExtractErrorKind::Decode(e),
+            })?;
+        if consumed != bytes.len() {
+            return Err(ExtractError::ledger(
+                scanned.header.header.ledger_seq,
+                ExtractErrorKind::TrailingBytes(bytes.len() - consumed),
+            ));
+        }
+        self.extract_view(&LedgerView::Scanned(&scanned))
     }
 
-    /// Extracts the payments of one ledger.
+    /// Extracts the payments of one decoded ledger.
     pub fn extract(&mut self, meta: &LedgerCloseMeta) -> Result<LedgerPayments, ExtractError> {
-        let ledger = LedgerView::new(meta);
+        self.extract_view(&LedgerView::Full(meta))
+    }
+
+    fn extract_view(&mut self, ledger: &LedgerView<'_>) -> Result<LedgerPayments, ExtractError> {
         let info = ledger.info();
         let seq = info.sequence;
         let network_id = self.network.id();
 
         let envelopes = ledger.envelopes();
-        if envelopes.len() != ledger.processing_len() {
+        let processing = ledger.processing();
+        if envelopes.len() != processing.len() {
             return Err(ExtractError::ledger(
                 seq,
                 ExtractErrorKind::CountMismatch {
                     envelopes: envelopes.len(),
-                    results: ledger.processing_len(),
+                    results: processing.len(),
                 },
             ));
         }
@@ -128,7 +146,7 @@ impl Extractor {
             payments: Vec::new(),
             stats: LedgerStats::default(),
         };
-        for (index, (pair, meta)) in ledger.processing().enumerate() {
+        for (index, (pair, events)) in processing.into_iter().enumerate() {
             let order = u32::try_from(index + 1).unwrap_or(u32::MAX);
             let location = TxLocation {
                 order,
@@ -142,7 +160,7 @@ impl Extractor {
                 order,
                 pair,
                 envelope,
-                meta,
+                events,
             };
             self.extract_transaction(&tx, &mut out)
                 .map_err(|kind| ExtractError::tx(seq, location, kind))?;
@@ -190,7 +208,7 @@ impl Extractor {
                 if outcome.successful {
                     count_events(
                         stats,
-                        op_events(tx.meta, op_offset),
+                        tx.events.for_operation(op_offset),
                         &mut self.sac,
                         &network_id,
                     );
@@ -204,7 +222,7 @@ impl Extractor {
             };
             *counts.entry(payment_type).or_default() += 1;
 
-            let events = op_events(tx.meta, op_offset);
+            let events = tx.events.for_operation(op_offset);
             if outcome.successful {
                 count_events(stats, events, &mut self.sac, &network_id);
             }
@@ -404,19 +422,30 @@ fn payment_type_of(body: &OperationBody) -> Option<PaymentType> {
     })
 }
 
-/// The contract events an operation emitted: per operation in meta V4; in meta V3 the
-/// Soroban events belong to the transaction's only operation. Older metas have none.
-fn op_events(meta: &TransactionMeta, op_offset: usize) -> &[stellar_xdr::ContractEvent] {
-    match meta {
-        TransactionMeta::V4(v4) => v4
-            .operations
-            .get(op_offset)
-            .map_or(&[], |op| op.events.as_slice()),
-        TransactionMeta::V3(v3) if op_offset == 0 => v3
-            .soroban_meta
-            .as_ref()
-            .map_or(&[], |s| s.events.as_slice()),
-        _ => &[],
+/// Where a transaction's contract events are.
+#[derive(Clone, Copy)]
+enum EventsRef<'a> {
+    Meta(&'a TransactionMeta),
+    Scanned(&'a scan::TxEvents),
+}
+
+impl<'a> EventsRef<'a> {
+    /// The contract events an operation emitted: per operation in meta V4; in meta V3
+    /// the Soroban events belong to the transaction's only operation. Older metas have
+    /// none.
+    fn for_operation(self, op_offset: usize) -> &'a [stellar_xdr::ContractEvent] {
+        match self {
+            Self::Scanned(events) => events.for_operation(op_offset),
+            Self::Meta(TransactionMeta::V4(v4)) => v4
+                .operations
+                .get(op_offset)
+                .map_or(&[], |op| op.events.as_slice()),
+            Self::Meta(TransactionMeta::V3(v3)) if op_offset == 0 => v3
+                .soroban_meta
+                .as_ref()
+                .map_or(&[], |s| s.events.as_slice()),
+            Self::Meta(_) => &[],
+        }
     }
 }
 
@@ -504,7 +533,7 @@ struct TxInput<'a> {
     order: u32,
     pair: &'a TransactionResultPair,
     envelope: &'a TransactionEnvelope,
-    meta: &'a TransactionMeta,
+    events: EventsRef<'a>,
 }
 
 /// The parts of an envelope the extractor reads, whatever its version.
@@ -646,21 +675,19 @@ fn transaction_context(
     })
 }
 
-/// A version-independent view of a `LedgerCloseMeta`.
-struct LedgerView<'a> {
-    meta: &'a LedgerCloseMeta,
+/// A version-independent view of a ledger, fully decoded or scanned.
+enum LedgerView<'a> {
+    Full(&'a LedgerCloseMeta),
+    Scanned(&'a scan::ScannedLedger),
 }
 
 impl<'a> LedgerView<'a> {
-    fn new(meta: &'a LedgerCloseMeta) -> Self {
-        Self { meta }
-    }
-
     fn header(&self) -> &'a LedgerHeaderHistoryEntry {
-        match self.meta {
-            LedgerCloseMeta::V0(m) => &m.ledger_header,
-            LedgerCloseMeta::V1(m) => &m.ledger_header,
-            LedgerCloseMeta::V2(m) => &m.ledger_header,
+        match self {
+            Self::Full(LedgerCloseMeta::V0(m)) => &m.ledger_header,
+            Self::Full(LedgerCloseMeta::V1(m)) => &m.ledger_header,
+            Self::Full(LedgerCloseMeta::V2(m)) => &m.ledger_header,
+            Self::Scanned(s) => &s.header,
         }
     }
 
@@ -672,49 +699,50 @@ impl<'a> LedgerView<'a> {
             previous_hash: entry.header.previous_ledger_hash.0,
             closed_at: i64::try_from(entry.header.scp_value.close_time.0).unwrap_or(i64::MAX),
             protocol_version: entry.header.ledger_version,
-            meta_version: match self.meta {
-                LedgerCloseMeta::V0(_) => 0,
-                LedgerCloseMeta::V1(_) => 1,
-                LedgerCloseMeta::V2(_) => 2,
+            meta_version: match self {
+                Self::Full(LedgerCloseMeta::V0(_)) => 0,
+                Self::Full(LedgerCloseMeta::V1(_)) => 1,
+                Self::Full(LedgerCloseMeta::V2(_)) => 2,
+                Self::Scanned(s) => s.meta_version,
             },
         }
     }
 
     fn envelopes(&self) -> Vec<&'a TransactionEnvelope> {
-        match self.meta {
-            LedgerCloseMeta::V0(m) => m.tx_set.txs.iter().collect(),
-            LedgerCloseMeta::V1(m) => generalized_envelopes(&m.tx_set),
-            LedgerCloseMeta::V2(m) => generalized_envelopes(&m.tx_set),
+        match self {
+            Self::Full(LedgerCloseMeta::V0(m)) => m.tx_set.txs.iter().collect(),
+            Self::Full(LedgerCloseMeta::V1(m)) => generalized_envelopes(&m.tx_set),
+            Self::Full(LedgerCloseMeta::V2(m)) => generalized_envelopes(&m.tx_set),
+            Self::Scanned(s) => match &s.tx_set {
+                scan::ScannedTxSet::Classic(set) => set.txs.iter().collect(),
+                scan::ScannedTxSet::Generalized(set) => generalized_envelopes(set),
+            },
         }
     }
 
-    fn processing_len(&self) -> usize {
-        match self.meta {
-            LedgerCloseMeta::V0(m) => m.tx_processing.len(),
-            LedgerCloseMeta::V1(m) => m.tx_processing.len(),
-            LedgerCloseMeta::V2(m) => m.tx_processing.len(),
-        }
-    }
-
-    fn processing(
-        &self,
-    ) -> Box<dyn Iterator<Item = (&'a TransactionResultPair, &'a TransactionMeta)> + 'a> {
-        match self.meta {
-            LedgerCloseMeta::V0(m) => Box::new(
-                m.tx_processing
-                    .iter()
-                    .map(|p| (&p.result, &p.tx_apply_processing)),
-            ),
-            LedgerCloseMeta::V1(m) => Box::new(
-                m.tx_processing
-                    .iter()
-                    .map(|p| (&p.result, &p.tx_apply_processing)),
-            ),
-            LedgerCloseMeta::V2(m) => Box::new(
-                m.tx_processing
-                    .iter()
-                    .map(|p| (&p.result, &p.tx_apply_processing)),
-            ),
+    /// `tx_processing`, in application order.
+    fn processing(&self) -> Vec<(&'a TransactionResultPair, EventsRef<'a>)> {
+        match self {
+            Self::Full(LedgerCloseMeta::V0(m)) => m
+                .tx_processing
+                .iter()
+                .map(|p| (&p.result, EventsRef::Meta(&p.tx_apply_processing)))
+                .collect(),
+            Self::Full(LedgerCloseMeta::V1(m)) => m
+                .tx_processing
+                .iter()
+                .map(|p| (&p.result, EventsRef::Meta(&p.tx_apply_processing)))
+                .collect(),
+            Self::Full(LedgerCloseMeta::V2(m)) => m
+                .tx_processing
+                .iter()
+                .map(|p| (&p.result, EventsRef::Meta(&p.tx_apply_processing)))
+                .collect(),
+            Self::Scanned(s) => s
+                .applied
+                .iter()
+                .map(|a| (&a.result, EventsRef::Scanned(&a.events)))
+                .collect(),
         }
     }
 }

@@ -1,0 +1,3 @@
+//! One module per writer command.
+
+pub mod extract;
