@@ -14,6 +14,9 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
+# PostgreSQL and Redis for the integration tests (installed only if missing).
+bash scripts/install-deps.sh
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The fuzz target lives outside the workspace; make sure it still builds.

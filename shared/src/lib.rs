@@ -10,6 +10,8 @@ pub mod horizon;
 pub mod ledger_file;
 pub mod network;
 pub mod payment;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod toid;
 
 pub use extract::{decode_ledger, extract_payments, ExtractError, ExtractErrorKind, Extractor};

@@ -1,0 +1,225 @@
+//! An ephemeral, non-persistent Redis server.
+//!
+//! The services use Redis as a cache and must keep working when it disappears. A
+//! [`RedisServer`] is a `redis-server` child process on a free port of 127.0.0.1, with
+//! persistence off (`--save ''`, `--appendonly no`) and its working directory and log in a
+//! fresh `/tmp/testkit-redis-*` directory. It can be SIGKILLed and restarted on the same
+//! port to simulate an outage; dropping it kills it and deletes the directory.
+//!
+//! `redis-server` is looked for in `$TESTKIT_REDIS_SERVER`, then `PATH`, `/usr/bin` and
+//! `/usr/local/bin`.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{
+    file_len, find_program, free_port_except, is_executable, log_tail, open_log, read_from,
+    remove_dir, temp_dir, TestkitError, POLL_INTERVAL, PORT_ATTEMPTS, STARTUP_TIMEOUT,
+};
+
+/// A throw-away `redis-server` on a free port of 127.0.0.1.
+#[derive(Debug)]
+pub struct RedisServer {
+    binary: PathBuf,
+    port: u16,
+    root: PathBuf,
+    log: PathBuf,
+    /// The server, while it runs.
+    child: Option<Child>,
+    /// `None` only while dropping.
+    dir: Option<tempfile::TempDir>,
+}
+
+impl RedisServer {
+    /// Starts a server and blocks until it answers `PING`.
+    pub fn start() -> Result<Self, TestkitError> {
+        let binary = locate_redis_server()?;
+        let dir = temp_dir("testkit-redis-")?;
+        let root = dir.path().to_path_buf();
+        let mut server = Self {
+            binary,
+            port: free_port_except(0)?,
+            log: root.join("redis.log"),
+            root,
+            child: None,
+            dir: Some(dir),
+        };
+        server.launch(true)?;
+        Ok(server)
+    }
+
+    /// `redis://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's port on 127.0.0.1 (kept across [`kill`](Self::kill) and
+    /// [`restart`](Self::restart)).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The server's directory (working directory and log); deleted on drop.
+    pub fn dir(&self) -> &Path {
+        &self.root
+    }
+
+    /// SIGKILLs the server, as a crash would, and reaps it. Does nothing if it is down.
+    pub fn kill(&mut self) -> Result<(), TestkitError> {
+        if let Some(mut child) = self.child.take() {
+            child
+                .kill()
+                .map_err(|e| TestkitError::io(format!("SIGKILL redis-server {}", child.id()), e))?;
+            child
+                .wait()
+                .map_err(|e| TestkitError::io(format!("reaping redis-server {}", child.id()), e))?;
+        }
+        Ok(())
+    }
+
+    /// Starts the server again on the same port (empty: nothing is persisted) and blocks
+    /// until it answers `PING`. Does nothing if it runs.
+    pub fn restart(&mut self) -> Result<(), TestkitError> {
+        if let Some(child) = self.child.as_mut() {
+            if matches!(child.try_wait(), Ok(None)) {
+                return Ok(());
+            }
+            self.child = None;
+        }
+        self.launch(false)
+    }
+
+    /// Spawns the server and waits for `PING`. On a first start (`may_move`) a port taken
+    /// meanwhile by someone else means another free port; on a restart the same port is
+    /// retried until the startup timeout.
+    fn launch(&mut self, may_move: bool) -> Result<(), TestkitError> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let from = file_len(&self.log);
+            let (stdout, stderr) = open_log(&self.log)?;
+            let mut child = Command::new(&self.binary)
+                .args(["--port", &self.port.to_string()])
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--daemonize", "no", "--dir"])
+                .arg(&self.root)
+                .current_dir(&self.root)
+                .stdin(Stdio::null())
+                .stdout(stdout)
+                .stderr(stderr)
+                .spawn()
+                .map_err(|e| TestkitError::io(format!("spawning {}", self.binary.display()), e))?;
+            let status = loop {
+                match child.try_wait() {
+                    Ok(Some(status)) => break Some(status),
+                    Ok(None) => {}
+                    Err(e) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        return Err(TestkitError::io("waiting for redis-server", e));
+                    }
+                }
+                if answers_ping(self.port) && matches!(child.try_wait(), Ok(None)) {
+                    self.child = Some(child);
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    break None;
+                }
+                thread::sleep(POLL_INTERVAL);
+            };
+            let Some(status) = status else {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(TestkitError::server(
+                    format!(
+                        "redis-server did not answer PING on 127.0.0.1:{} within {STARTUP_TIMEOUT:?}",
+                        self.port
+                    ),
+                    &self.log,
+                ));
+            };
+            let output = read_from(&self.log, from).unwrap_or_default();
+            if output.contains("Address already in use")
+                || output.contains("Could not create server TCP")
+            {
+                if may_move && attempts < PORT_ATTEMPTS {
+                    self.port = free_port_except(0)?;
+                    continue;
+                }
+                if !may_move && Instant::now() < deadline {
+                    thread::sleep(POLL_INTERVAL * 4);
+                    continue;
+                }
+            }
+            return Err(TestkitError::Server {
+                what: format!(
+                    "redis-server exited during startup on port {} ({status})",
+                    self.port
+                ),
+                log: self.log.clone(),
+                tail: log_tail(&self.log, 0),
+            });
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.kill();
+        if let Some(dir) = self.dir.take() {
+            remove_dir(dir);
+        }
+    }
+}
+
+/// Whether something on 127.0.0.1:`port` answers an inline `PING` with `+PONG`.
+fn answers_ping(port: u16) -> bool {
+    let timeout = Duration::from_millis(500);
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&address, timeout) else {
+        return false;
+    };
+    if stream.set_read_timeout(Some(timeout)).is_err() || stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 7];
+    let mut read = 0;
+    while read < reply.len() {
+        match stream.read(&mut reply[read..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => read += n,
+        }
+    }
+    reply[..read].starts_with(b"+PONG")
+}
+
+/// `$TESTKIT_REDIS_SERVER`, else `redis-server` on `PATH`, in `/usr/bin` or
+/// `/usr/local/bin`.
+fn locate_redis_server() -> Result<PathBuf, TestkitError> {
+    if let Some(path) = std::env::var_os("TESTKIT_REDIS_SERVER") {
+        let path = PathBuf::from(path);
+        if is_executable(&path) {
+            return Ok(path);
+        }
+    }
+    find_program(
+        "redis-server",
+        &[PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")],
+    )
+    .ok_or_else(|| TestkitError::Missing {
+        what: "redis-server not found in $TESTKIT_REDIS_SERVER, /usr/bin, /usr/local/bin or PATH"
+            .to_owned(),
+        hint: "apt-get install -y redis-server (or run scripts/install-deps.sh)".to_owned(),
+    })
+}
