@@ -1,0 +1,138 @@
+//! Turning recorded ledgers into one contiguous chain.
+//!
+//! The recorded ledgers are far apart on the real network (30820015, 51000294, ...), but a
+//! consumer that follows a chain checks that each ledger's `previous_ledger_hash` is the
+//! hash of the ledger before it, and that sequences have no gaps. [`rechain`] renumbers
+//! the ledgers consecutively and rewrites the hash links (header, transaction set, and the
+//! header hash itself) so they form a chain; everything else (transactions, results, meta,
+//! close times) is left exactly as recorded, so extraction results do not change beyond
+//! the ledger sequence.
+
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use stellar_xdr::{
+    GeneralizedTransactionSet, Hash, LedgerCloseMeta, LedgerHeader, LedgerHeaderHistoryEntry,
+    Limits, WriteXdr,
+};
+
+/// Why a chain could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ChainError {
+    /// The directory could not be listed.
+    #[error("cannot list {}: {error}", dir.display())]
+    ListDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The cause.
+        error: std::io::Error,
+    },
+    /// A ledger file could not be read.
+    #[error(transparent)]
+    File(#[from] shared::ledger_file::LedgerFileError),
+    /// The directory holds no ledger.
+    #[error("no ledger files in {}", .0.display())]
+    Empty(PathBuf),
+    /// A ledger header could not be encoded (should not happen for decoded ledgers).
+    #[error("cannot encode ledger header: {0}")]
+    Encode(#[from] stellar_xdr::Error),
+    /// Renumbering from `first_seq` would overflow `u32`.
+    #[error("chain of {len} ledgers starting at {first_seq} overflows the sequence space")]
+    Overflow {
+        /// The requested first sequence.
+        first_seq: u32,
+        /// The number of ledgers.
+        len: usize,
+    },
+}
+
+/// The header history entry of a ledger.
+pub fn header_entry(meta: &LedgerCloseMeta) -> &LedgerHeaderHistoryEntry {
+    match meta {
+        LedgerCloseMeta::V0(m) => &m.ledger_header,
+        LedgerCloseMeta::V1(m) => &m.ledger_header,
+        LedgerCloseMeta::V2(m) => &m.ledger_header,
+    }
+}
+
+fn header_entry_mut(meta: &mut LedgerCloseMeta) -> &mut LedgerHeaderHistoryEntry {
+    match meta {
+        LedgerCloseMeta::V0(m) => &mut m.ledger_header,
+        LedgerCloseMeta::V1(m) => &mut m.ledger_header,
+        LedgerCloseMeta::V2(m) => &mut m.ledger_header,
+    }
+}
+
+fn set_tx_set_previous_hash(meta: &mut LedgerCloseMeta, hash: &Hash) {
+    match meta {
+        LedgerCloseMeta::V0(m) => m.tx_set.previous_ledger_hash = hash.clone(),
+        LedgerCloseMeta::V1(m) => match &mut m.tx_set {
+            GeneralizedTransactionSet::V1(set) => set.previous_ledger_hash = hash.clone(),
+        },
+        LedgerCloseMeta::V2(m) => match &mut m.tx_set {
+            GeneralizedTransactionSet::V1(set) => set.previous_ledger_hash = hash.clone(),
+        },
+    }
+}
+
+/// The hash of a ledger header as the network computes it: SHA-256 of its XDR.
+pub fn header_hash(header: &LedgerHeader) -> Result<Hash, stellar_xdr::Error> {
+    let xdr = header.to_xdr(Limits::none())?;
+    Ok(Hash(Sha256::digest(&xdr).into()))
+}
+
+/// Renumbers `ledgers` into one contiguous chain starting at `first_seq`.
+///
+/// Ledgers are sorted by their recorded sequence and duplicates (same recorded sequence)
+/// dropped. The i-th ledger gets sequence `first_seq + i`; every ledger but the first
+/// gets the previous one's (recomputed) hash as `previous_ledger_hash`, in its header and
+/// in its transaction set; each header hash is recomputed as SHA-256 of the patched
+/// header's XDR. Nothing else changes.
+pub fn rechain(
+    mut ledgers: Vec<LedgerCloseMeta>,
+    first_seq: u32,
+) -> Result<Vec<LedgerCloseMeta>, ChainError> {
+    ledgers.sort_by_key(|l| header_entry(l).header.ledger_seq);
+    ledgers.dedup_by_key(|l| header_entry(l).header.ledger_seq);
+    let len = ledgers.len();
+    let fits = u32::try_from(len.saturating_sub(1))
+        .ok()
+        .and_then(|last_offset| first_seq.checked_add(last_offset))
+        .is_some();
+    if !fits {
+        return Err(ChainError::Overflow { first_seq, len });
+    }
+    let mut previous: Option<Hash> = None;
+    for (i, ledger) in ledgers.iter_mut().enumerate() {
+        if let Some(prev) = &previous {
+            set_tx_set_previous_hash(ledger, prev);
+        }
+        let entry = header_entry_mut(ledger);
+        entry.header.ledger_seq = first_seq + i as u32;
+        if let Some(prev) = &previous {
+            entry.header.previous_ledger_hash = prev.clone();
+        }
+        entry.hash = header_hash(&entry.header)?;
+        previous = Some(entry.hash.clone());
+    }
+    Ok(ledgers)
+}
+
+/// Reads every ledger file of `dir` (any format [`shared::ledger_file`] reads) and
+/// re-chains them from `first_seq`, by default the lowest recorded sequence.
+pub fn load_chain(dir: &Path, first_seq: Option<u32>) -> Result<Vec<LedgerCloseMeta>, ChainError> {
+    let files = shared::ledger_file::ledger_files_in(dir).map_err(|error| ChainError::ListDir {
+        dir: dir.to_owned(),
+        error,
+    })?;
+    let mut ledgers = Vec::new();
+    for file in &files {
+        ledgers.extend(shared::ledger_file::read_ledger_file(file)?);
+    }
+    let lowest = ledgers
+        .iter()
+        .map(|l| header_entry(l).header.ledger_seq)
+        .min()
+        .ok_or_else(|| ChainError::Empty(dir.to_owned()))?;
+    rechain(ledgers, first_seq.unwrap_or(lowest))
+}
