@@ -1,9 +1,12 @@
 //! Command-line interface of the writer.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use shared::Network;
+
+use crate::live::StartPolicy;
 
 /// Stellar payments writer.
 #[derive(Debug, Parser)]
@@ -23,6 +26,65 @@ pub enum Command {
     /// Reads raw `.xdr`, gzipped `.xdr.gz`, base64 lines (`.txt`, `.txt.gz`, one ledger a
     /// line) and data-lake `.xdr.zstd` batches.
     Extract(ExtractArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(DatabaseArgs),
+    /// Ingest live from Stellar RPC into the primary: the active writer holds a Postgres
+    /// advisory lock; a second `run` waits as a hot standby and takes over when it dies.
+    Run(RunArgs),
+}
+
+/// The database to write.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseArgs {
+    /// Postgres URL of the primary.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+}
+
+/// Arguments of `writer run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub network: NetworkArgs,
+    /// Stellar RPC endpoint.
+    #[arg(long, env = "STELLAR_RPC_URL")]
+    pub rpc_url: String,
+    /// Where a first run starts: `latest`, `oldest` or a ledger sequence (ignored once the
+    /// database has a cursor: ingestion always resumes right after it).
+    #[arg(long, env = "WRITER_START", default_value = "latest")]
+    pub start: StartPolicy,
+    /// Pause between polls once at the tip, in milliseconds.
+    #[arg(long, env = "WRITER_POLL_INTERVAL_MS", default_value_t = 1000)]
+    pub poll_interval_ms: u64,
+    /// Ledgers per getLedgers page (and per database transaction), at most 200.
+    #[arg(long, env = "WRITER_PAGE_LIMIT", default_value_t = 200)]
+    pub page_limit: usize,
+    /// RPC request timeout, in seconds.
+    #[arg(long, env = "WRITER_RPC_TIMEOUT_SECS", default_value_t = 30)]
+    pub rpc_timeout_secs: u64,
+    /// Fetches of one unusable ledger before ingestion stops on it.
+    #[arg(long, env = "WRITER_MAX_BAD_LEDGER_ATTEMPTS", default_value_t = 8)]
+    pub max_bad_ledger_attempts: u32,
+    /// Cap of the retry backoff, in milliseconds.
+    #[arg(long, env = "WRITER_MAX_BACKOFF_MS", default_value_t = 5000)]
+    pub max_backoff_ms: u64,
+    /// How often a standby tries to take the writer lock, in milliseconds.
+    #[arg(long, env = "WRITER_STANDBY_POLL_MS", default_value_t = 1000)]
+    pub standby_poll_ms: u64,
+    /// Redis for tip announcements to readers (none: readers poll the database).
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of the Redis keys and channel.
+    #[arg(long, env = "REDIS_PREFIX", default_value = "stellar-payments:")]
+    pub redis_prefix: String,
+    /// Address of the `/health` and `/metrics` server.
+    #[arg(long, env = "WRITER_HEALTH_LISTEN", default_value = "127.0.0.1:9100")]
+    pub health_listen: SocketAddr,
+    /// Log as JSON lines.
+    #[arg(long, env = "LOG_JSON")]
+    pub log_json: bool,
 }
 
 /// Network selection shared by the commands.
@@ -68,5 +130,16 @@ pub struct ExtractArgs {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Extract(args) => crate::commands::extract::run(&args),
+        Command::Migrate(args) => runtime()?.block_on(crate::commands::migrate::run(&args)),
+        Command::Run(args) => {
+            crate::commands::init_tracing(args.log_json);
+            runtime()?.block_on(crate::commands::run::run(args))
+        }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }

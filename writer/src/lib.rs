@@ -1,4 +1,15 @@
-//! The writer library: command-line interface and the commands behind it.
+//! The writer library: the only process that writes payments into Postgres.
+//!
+//! `live` follows Stellar RPC from the stored cursor, `store` commits each batch of
+//! ledgers exactly once, `lock` keeps a single active writer, `announce` tells readers
+//! about new tips through Redis, `status` serves health and metrics.
 
+pub mod announce;
 pub mod cli;
 pub mod commands;
+pub mod db;
+pub mod live;
+pub mod lock;
+pub mod source;
+pub mod status;
+pub mod store;

@@ -1,0 +1,410 @@
+//! Live ingestion: follow the RPC from the cursor to the tip and stay there.
+//!
+//! A fetcher task pulls `getLedgers` pages and extracts them while the previous page is
+//! being written, so network, decoding and the database overlap; the channel between
+//! them holds one page, which bounds memory. The committer writes each page as one
+//! transaction, retrying transient database failures with backoff, and announces the new
+//! tip. Shutdown is checked between batches: a batch in flight commits or rolls back.
+
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use shared::LedgerPayments;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::announce::{Tip, TipAnnouncer};
+use crate::source::{FetchError, Fetched, RetryPolicy, RpcSource};
+use crate::status::{RetentionGap, Status};
+use crate::store::{self, StoreError};
+
+/// Where a first run starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartPolicy {
+    /// The RPC's newest ledger.
+    Latest,
+    /// The RPC's oldest ledger.
+    Oldest,
+    /// A given ledger.
+    Ledger(u32),
+}
+
+impl std::str::FromStr for StartPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "latest" => Ok(Self::Latest),
+            "oldest" => Ok(Self::Oldest),
+            n => n
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n > 1)
+                .map(Self::Ledger)
+                .ok_or_else(|| format!("`{s}` is not latest, oldest or a ledger sequence above 1")),
+        }
+    }
+}
+
+/// Live ingestion settings.
+#[derive(Clone, Debug)]
+pub struct LiveConfig {
+    /// The network passphrase ingested.
+    pub network_passphrase: String,
+    /// Where a first run starts.
+    pub start: StartPolicy,
+    /// Pause between polls at the tip.
+    pub poll_interval: Duration,
+    /// Retries.
+    pub retry: RetryPolicy,
+    /// Pause between checks while the RPC's retention is past the cursor.
+    pub retention_recheck: Duration,
+}
+
+/// Why live ingestion stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    /// A ledger stayed unusable, the chain broke, another writer wrote, or the networks
+    /// differ: an operator must look.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The source failed for good.
+    #[error(transparent)]
+    Source(#[from] FetchError),
+    /// The writer lock's session ended: stop writing and compete for it again.
+    #[error("lost the writer lock (its database session ended)")]
+    LockLost,
+    /// The database could not be read at start.
+    #[error("database: {0}")]
+    Database(String),
+}
+
+enum FromFetcher {
+    Batch {
+        ledgers: Vec<LedgerPayments>,
+        rpc_latest: u32,
+    },
+    Fatal(FetchError),
+}
+
+/// Runs until `shutdown` (Ok) or an error that needs an operator (Err).
+pub async fn run(
+    pool: Pool,
+    source: RpcSource,
+    config: LiveConfig,
+    status: Status,
+    announcer: TipAnnouncer,
+    lock_lost: CancellationToken,
+    shutdown: CancellationToken,
+) -> Result<(), LiveError> {
+    let source = std::sync::Arc::new(source);
+    // The RPC must serve our network before anything is read from it.
+    let mut attempt = 0;
+    loop {
+        match source.check_network().await {
+            Ok(_) => break,
+            Err(e @ FetchError::WrongNetwork { .. }) => return Err(e.into()),
+            Err(e) => {
+                status.set_error(Some(e.to_string()));
+                tracing::warn!(error = %e, "RPC not reachable yet");
+                if sleep_or_shutdown(config.retry.backoff(attempt), &shutdown).await {
+                    return Ok(());
+                }
+                attempt += 1;
+            }
+        }
+    }
+
+    let client = pool
+        .get()
+        .await
+        .map_err(|e| LiveError::Database(e.to_string()))?;
+    let cursor = store::read_cursor(&client)
+        .await
+        .map_err(|e| LiveError::Database(e.to_string()))?;
+    drop(client);
+    let next = match &cursor {
+        Some(cursor) if cursor.network_passphrase != config.network_passphrase => {
+            return Err(StoreError::NetworkMismatch {
+                stored: cursor.network_passphrase.clone(),
+                requested: config.network_passphrase.clone(),
+            }
+            .into());
+        }
+        Some(cursor) => cursor.last_ledger + 1,
+        None => match config.start {
+            StartPolicy::Ledger(n) => n,
+            policy => {
+                let mut attempt = 0;
+                let (latest, oldest) = loop {
+                    match source.range().await {
+                        Ok(range) => break range,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "RPC request failed; retrying");
+                            if sleep_or_shutdown(config.retry.backoff(attempt), &shutdown).await {
+                                return Ok(());
+                            }
+                            attempt += 1;
+                        }
+                    }
+                };
+                if policy == StartPolicy::Latest {
+                    latest
+                } else {
+                    oldest
+                }
+            }
+        },
+    };
+    tracing::info!(next, "live ingestion starts");
+
+    let (to_committer, mut from_fetcher) = mpsc::channel::<FromFetcher>(1);
+    let fetcher_stop = shutdown.child_token();
+    let fetcher = tokio::spawn(fetch_loop(
+        source.clone(),
+        next,
+        config.clone(),
+        status.clone(),
+        to_committer,
+        fetcher_stop.clone(),
+    ));
+    let outcome = commit_loop(
+        &pool,
+        &config,
+        &status,
+        &announcer,
+        &mut from_fetcher,
+        &lock_lost,
+        &shutdown,
+    )
+    .await;
+    fetcher_stop.cancel();
+    let _ = fetcher.await;
+    outcome
+}
+
+async fn commit_loop(
+    pool: &Pool,
+    config: &LiveConfig,
+    status: &Status,
+    announcer: &TipAnnouncer,
+    from_fetcher: &mut mpsc::Receiver<FromFetcher>,
+    lock_lost: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> Result<(), LiveError> {
+    loop {
+        let message = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = lock_lost.cancelled() => return Err(LiveError::LockLost),
+            message = from_fetcher.recv() => message,
+        };
+        let Some(message) = message else {
+            return Ok(());
+        };
+        let (ledgers, rpc_latest) = match message {
+            FromFetcher::Batch {
+                ledgers,
+                rpc_latest,
+            } => (ledgers, rpc_latest),
+            FromFetcher::Fatal(error) => return Err(error.into()),
+        };
+        let started = Instant::now();
+        let summary = commit_with_retry(pool, config, status, &ledgers, lock_lost).await?;
+        metrics::histogram!("writer_batch_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("writer_batch_ledgers").record(summary.ledgers as f64);
+        status.set_rpc_latest(rpc_latest);
+        status.committed(
+            summary.last_ledger,
+            summary.last_closed_at,
+            summary.ledgers,
+            summary.payments,
+        );
+        announcer.announce(Tip {
+            sequence: summary.last_ledger,
+            hash: hex::encode(summary.last_ledger_hash),
+            closed_at: summary.last_closed_at,
+        });
+        tracing::debug!(
+            ledger = summary.last_ledger,
+            ledgers = summary.ledgers,
+            payments = summary.payments,
+            "batch committed"
+        );
+    }
+}
+
+enum CommitFailure {
+    /// The transaction rolled back for a reason that passes: retry.
+    Transient(String),
+    /// The data or the cursor say no: stop.
+    Fatal(StoreError),
+}
+
+/// Commits one batch; transient database failures are retried (the transaction rolled
+/// back, so retrying is safe), anything that says the data is wrong stops ingestion.
+async fn commit_with_retry(
+    pool: &Pool,
+    config: &LiveConfig,
+    status: &Status,
+    ledgers: &[LedgerPayments],
+    lock_lost: &CancellationToken,
+) -> Result<store::BatchSummary, LiveError> {
+    let mut attempt = 0;
+    loop {
+        let result = match pool.get().await {
+            Ok(mut client) => {
+                match store::commit_live_batch(&mut client, &config.network_passphrase, ledgers)
+                    .await
+                {
+                    Ok(summary) => Ok(summary),
+                    Err(StoreError::Postgres(e)) if is_transient(&e) => {
+                        Err(CommitFailure::Transient(format!("database: {e}")))
+                    }
+                    Err(e) => Err(CommitFailure::Fatal(e)),
+                }
+            }
+            Err(e) => Err(CommitFailure::Transient(format!("database pool: {e}"))),
+        };
+        match result {
+            Ok(summary) => return Ok(summary),
+            Err(CommitFailure::Transient(reason)) => {
+                metrics::counter!("writer_commit_retries_total").increment(1);
+                tracing::warn!(%reason, attempt, "batch commit failed; retrying");
+                status.set_error(Some(reason));
+                tokio::select! {
+                    () = lock_lost.cancelled() => return Err(LiveError::LockLost),
+                    () = tokio::time::sleep(config.retry.backoff(attempt)) => {}
+                }
+                attempt += 1;
+            }
+            Err(CommitFailure::Fatal(e)) => {
+                metrics::counter!("writer_commit_failures_total", "reason" => e.label())
+                    .increment(1);
+                return Err(e.into());
+            }
+        }
+    }
+}
+
+/// Database errors worth retrying: lost connections and server-side conditions that
+/// pass (shutdown, serialization, resource shortage). Constraint violations and other
+/// data errors are not: they mean something else wrote.
+fn is_transient(error: &tokio_postgres::Error) -> bool {
+    match error.code() {
+        None => true,
+        Some(code) => {
+            let class = &code.code()[..2];
+            matches!(class, "08" | "40" | "53" | "57" | "58" | "55")
+        }
+    }
+}
+
+async fn fetch_loop(
+    source: std::sync::Arc<RpcSource>,
+    mut next: u32,
+    config: LiveConfig,
+    status: Status,
+    to_committer: mpsc::Sender<FromFetcher>,
+    stop: CancellationToken,
+) {
+    let mut transport_attempt = 0u32;
+    let mut bad: Option<(u32, u32)> = None; // (ledger, attempts)
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        let fetched = tokio::select! {
+            () = stop.cancelled() => return,
+            fetched = source.fetch(next) => fetched,
+        };
+        let pause = match fetched {
+            Ok(Fetched::Ledgers {
+                ledgers,
+                rpc_latest,
+                ..
+            }) => {
+                transport_attempt = 0;
+                bad = None;
+                status.set_retention_gap(None);
+                let Some(last) = ledgers.last().map(|l| l.ledger.sequence) else {
+                    continue;
+                };
+                status.set_rpc_latest(rpc_latest);
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    sent = to_committer.send(FromFetcher::Batch { ledgers, rpc_latest }) => {
+                        if sent.is_err() { return; }
+                    }
+                }
+                next = last + 1;
+                None
+            }
+            Ok(Fetched::AtTip { rpc_latest }) => {
+                transport_attempt = 0;
+                status.set_rpc_latest(rpc_latest);
+                Some(config.poll_interval)
+            }
+            Ok(Fetched::BeforeRetention { rpc_oldest }) => {
+                let cursor = next - 1;
+                let remedy = format!(
+                    "the RPC keeps ledgers from {rpc_oldest} on, but ingestion stands at {cursor}: fill the gap with \
+                     `writer backfill --from {next} --to {} --source DATALAKE_DIR`, or restart against an RPC with \
+                     a longer retention",
+                    rpc_oldest.saturating_sub(1)
+                );
+                tracing::error!(cursor, rpc_oldest, "{remedy}");
+                status.set_retention_gap(Some(RetentionGap {
+                    cursor,
+                    rpc_oldest,
+                    remedy,
+                }));
+                Some(config.retention_recheck)
+            }
+            Err(FetchError::BadLedger { ledger, reason }) => {
+                let attempts = match bad {
+                    Some((l, n)) if l == ledger => n + 1,
+                    _ => 1,
+                };
+                bad = Some((ledger, attempts));
+                metrics::counter!("writer_rpc_errors_total", "kind" => "bad_ledger").increment(1);
+                tracing::warn!(ledger, attempts, %reason, "unusable ledger from RPC; fetching it again");
+                status.set_error(Some(format!("ledger {ledger}: {reason}")));
+                if attempts >= config.retry.max_bad_attempts {
+                    let error = FetchError::BadLedger {
+                        ledger,
+                        reason: format!("still unusable after {attempts} fetches: {reason}"),
+                    };
+                    let _ = to_committer.send(FromFetcher::Fatal(error)).await;
+                    return;
+                }
+                // Ledgers before the bad one may have come in this page: resume at it.
+                next = ledger.max(next);
+                Some(config.retry.backoff(attempts))
+            }
+            Err(e @ FetchError::WrongNetwork { .. }) => {
+                let _ = to_committer.send(FromFetcher::Fatal(e)).await;
+                return;
+            }
+            Err(e) => {
+                metrics::counter!("writer_rpc_errors_total", "kind" => e.label()).increment(1);
+                tracing::warn!(error = %e, attempt = transport_attempt, "RPC request failed; retrying");
+                status.set_error(Some(e.to_string()));
+                transport_attempt += 1;
+                Some(config.retry.backoff(transport_attempt))
+            }
+        };
+        if let Some(pause) = pause {
+            if sleep_or_shutdown(pause, &stop).await {
+                return;
+            }
+        }
+    }
+}
+
+/// Sleeps; `true` if `shutdown` fired first.
+async fn sleep_or_shutdown(pause: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        () = shutdown.cancelled() => true,
+        () = tokio::time::sleep(pause) => false,
+    }
+}

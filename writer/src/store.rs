@@ -1,0 +1,616 @@
+//! Writes batches of extracted ledgers to the primary, exactly once.
+//!
+//! A batch is one Postgres transaction: the cursor row is locked and checked first (it
+//! must stand at the ledger just before the batch, with that ledger's hash: the fencing
+//! condition), then every row goes in with binary COPY, then the cursor moves to the
+//! batch's last ledger. A crash at any point leaves all of the batch or none of it, and a
+//! second writer holding a stale view cannot commit over the first.
+
+use std::collections::HashMap;
+
+use deadpool_postgres::Object;
+use futures_util::pin_mut;
+use serde_json::json;
+use shared::payment::{HostFunction, Memo, PaymentKind, Role};
+use shared::{LedgerPayments, PaymentRecord};
+use time::OffsetDateTime;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{ToSql, Type};
+
+/// Where live ingestion stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    /// The network the database holds.
+    pub network_passphrase: String,
+    /// The last ledger committed.
+    pub last_ledger: u32,
+    /// Its hash.
+    pub last_ledger_hash: [u8; 32],
+}
+
+/// Why a batch was not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The cursor is not where this batch expects it: another writer committed first, or
+    /// the batch does not follow on. Nothing was written.
+    #[error(
+        "fenced: the cursor stands at ledger {found} but this batch follows ledger {expected}"
+    )]
+    Fenced {
+        /// Ledger the batch follows.
+        expected: u32,
+        /// Ledger the cursor stands at.
+        found: u32,
+    },
+    /// The first ledger of the batch does not chain onto the stored last ledger.
+    #[error("ledger {ledger}: previous hash {found} does not match stored ledger hash {expected}")]
+    HashMismatch {
+        /// The ledger whose previous hash is wrong.
+        ledger: u32,
+        /// The stored hash of the ledger before it.
+        expected: String,
+        /// What the ledger names as its predecessor.
+        found: String,
+    },
+    /// The database holds another network's data.
+    #[error("the database holds network {stored:?}, not {requested:?}; refusing to mix networks")]
+    NetworkMismatch {
+        /// Passphrase stored in the cursor.
+        stored: String,
+        /// Passphrase of the source.
+        requested: String,
+    },
+    /// The batch itself is not a contiguous, chained run of ledgers.
+    #[error("batch is not contiguous at ledger {0}")]
+    NotContiguous(u32),
+    /// Postgres failed (the transaction rolled back).
+    #[error("database: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
+impl StoreError {
+    /// A short label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Fenced { .. } => "fenced",
+            Self::HashMismatch { .. } => "hash_mismatch",
+            Self::NetworkMismatch { .. } => "network_mismatch",
+            Self::NotContiguous(_) => "not_contiguous",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// Reads the cursor, if ingestion ever started.
+pub async fn read_cursor(client: &Object) -> Result<Option<Cursor>, tokio_postgres::Error> {
+    let row = client
+        .query_opt(
+            "SELECT network_passphrase, last_ledger, last_ledger_hash FROM ingest_cursor",
+            &[],
+        )
+        .await?;
+    Ok(row.map(|row| {
+        let hash: Vec<u8> = row.get(2);
+        let mut last_ledger_hash = [0u8; 32];
+        last_ledger_hash.copy_from_slice(&hash[..32.min(hash.len())]);
+        Cursor {
+            network_passphrase: row.get(0),
+            last_ledger: row.get::<_, i32>(1) as u32,
+            last_ledger_hash,
+        }
+    }))
+}
+
+/// What a committed batch added.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BatchSummary {
+    /// Ledgers written.
+    pub ledgers: usize,
+    /// Payment records written.
+    pub payments: usize,
+    /// The new cursor position.
+    pub last_ledger: u32,
+    /// Its hash.
+    pub last_ledger_hash: [u8; 32],
+    /// Its close time.
+    pub last_closed_at: i64,
+}
+
+/// Commits `batch` (contiguous ledgers, oldest first) as the continuation of live
+/// ingestion. On the first batch ever, the cursor is created in the same transaction.
+pub async fn commit_live_batch(
+    client: &mut Object,
+    network_passphrase: &str,
+    batch: &[LedgerPayments],
+) -> Result<BatchSummary, StoreError> {
+    let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+        return Ok(BatchSummary::default());
+    };
+    check_contiguous(batch)?;
+    let tx = client.transaction().await?;
+    let cursor = tx
+        .query_opt(
+            "SELECT network_passphrase, last_ledger, last_ledger_hash FROM ingest_cursor FOR UPDATE",
+            &[],
+        )
+        .await?;
+    match cursor {
+        None => {
+            // First batch: the cursor starts just before it. A concurrent first batch
+            // from another writer conflicts on the singleton key.
+            tx.execute(
+                "INSERT INTO ingest_cursor (network_passphrase, last_ledger, last_ledger_hash) VALUES ($1, $2, $3)",
+                &[&network_passphrase, &(first.ledger.sequence as i32 - 1), &first.ledger.previous_hash.as_slice()],
+            )
+            .await?;
+        }
+        Some(row) => {
+            let stored: String = row.get(0);
+            if stored != network_passphrase {
+                return Err(StoreError::NetworkMismatch {
+                    stored,
+                    requested: network_passphrase.to_owned(),
+                });
+            }
+            let last_ledger = row.get::<_, i32>(1) as u32;
+            let last_hash: Vec<u8> = row.get(2);
+            if last_ledger + 1 != first.ledger.sequence {
+                return Err(StoreError::Fenced {
+                    expected: first.ledger.sequence - 1,
+                    found: last_ledger,
+                });
+            }
+            if last_hash.as_slice() != first.ledger.previous_hash.as_slice() {
+                return Err(StoreError::HashMismatch {
+                    ledger: first.ledger.sequence,
+                    expected: hex::encode(&last_hash),
+                    found: hex::encode(first.ledger.previous_hash),
+                });
+            }
+        }
+    }
+    write_rows(&tx, batch).await?;
+    let moved = tx
+        .execute(
+            "UPDATE ingest_cursor SET last_ledger = $1, last_ledger_hash = $2, updated_at = now() \
+             WHERE last_ledger = $3",
+            &[
+                &(last.ledger.sequence as i32),
+                &last.ledger.hash.as_slice(),
+                &(first.ledger.sequence as i32 - 1),
+            ],
+        )
+        .await?;
+    if moved != 1 {
+        return Err(StoreError::Fenced {
+            expected: first.ledger.sequence - 1,
+            found: 0,
+        });
+    }
+    tx.commit().await?;
+    Ok(BatchSummary {
+        ledgers: batch.len(),
+        payments: batch.iter().map(|l| l.payments.len()).sum(),
+        last_ledger: last.ledger.sequence,
+        last_ledger_hash: last.ledger.hash,
+        last_closed_at: last.ledger.closed_at,
+    })
+}
+
+fn check_contiguous(batch: &[LedgerPayments]) -> Result<(), StoreError> {
+    for pair in batch.windows(2) {
+        let (a, b) = (&pair[0].ledger, &pair[1].ledger);
+        if b.sequence != a.sequence + 1 || b.previous_hash != a.hash {
+            return Err(StoreError::NotContiguous(b.sequence));
+        }
+    }
+    Ok(())
+}
+
+fn timestamp(unix: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp(unix).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// A muxed id is an unsigned 64-bit value; it is stored bit for bit in a bigint.
+fn muxed(id: Option<u64>) -> Option<i64> {
+    id.map(|id| id as i64)
+}
+
+fn direction(role: Role) -> i16 {
+    match role {
+        Role::Sender => 1,
+        Role::Receiver => 2,
+        Role::Both => 3,
+    }
+}
+
+/// Writes every row of `batch` inside the caller's transaction.
+pub async fn write_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    batch: &[LedgerPayments],
+) -> Result<(), tokio_postgres::Error> {
+    copy_ledgers(tx, batch).await?;
+    copy_transactions(tx, batch).await?;
+    copy_payments(tx, batch).await?;
+    copy_index_rows(tx, batch).await?;
+    upsert_activity(tx, batch).await
+}
+
+async fn copy_in(
+    tx: &tokio_postgres::Transaction<'_>,
+    statement: &str,
+    types: &[Type],
+    rows: Vec<Row>,
+) -> Result<(), tokio_postgres::Error> {
+    let sink = tx.copy_in(statement).await?;
+    let writer = BinaryCopyInWriter::new(sink, types);
+    pin_mut!(writer);
+    for row in rows {
+        let refs: Vec<&(dyn ToSql + Sync)> = row
+            .iter()
+            .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        writer.as_mut().write(&refs).await?;
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+type Row = Vec<Box<dyn ToSql + Sync + Send>>;
+
+async fn copy_ledgers(
+    tx: &tokio_postgres::Transaction<'_>,
+    batch: &[LedgerPayments],
+) -> Result<(), tokio_postgres::Error> {
+    let rows: Vec<Row> = batch
+        .iter()
+        .map(|l| -> Row {
+            vec![
+                Box::new(l.ledger.sequence as i32),
+                Box::new(l.ledger.hash.to_vec()),
+                Box::new(l.ledger.previous_hash.to_vec()),
+                Box::new(timestamp(l.ledger.closed_at)),
+                Box::new(l.ledger.protocol_version as i32),
+                Box::new(l.stats.transactions as i32),
+                Box::new(l.stats.successful_transactions as i32),
+                Box::new(l.stats.operations as i32),
+                Box::new(l.payments.len() as i32),
+            ]
+        })
+        .collect();
+    copy_in(
+        tx,
+        "COPY ledgers (sequence, hash, previous_hash, closed_at, protocol_version, transaction_count, \
+         successful_transaction_count, operation_count, payment_count) FROM STDIN BINARY",
+        &[Type::INT4, Type::BYTEA, Type::BYTEA, Type::TIMESTAMPTZ, Type::INT4, Type::INT4, Type::INT4, Type::INT4, Type::INT4],
+        rows,
+    )
+    .await
+}
+
+/// The memo as stored: type code and bytes.
+pub fn memo_columns(memo: &Memo) -> (i16, Option<Vec<u8>>) {
+    match memo {
+        Memo::None => (0, None),
+        Memo::Text(bytes) => (1, Some(bytes.clone())),
+        Memo::Id(id) => (2, Some(id.to_be_bytes().to_vec())),
+        Memo::Hash(h) => (3, Some(h.to_vec())),
+        Memo::Return(h) => (4, Some(h.to_vec())),
+    }
+}
+
+async fn copy_transactions(
+    tx: &tokio_postgres::Transaction<'_>,
+    batch: &[LedgerPayments],
+) -> Result<(), tokio_postgres::Error> {
+    let rows: Vec<Row> = batch
+        .iter()
+        .flat_map(|l| l.transactions.iter())
+        .map(|t| -> Row {
+            let (memo_type, memo) = memo_columns(&t.memo);
+            vec![
+                Box::new(t.id.to_i64()),
+                Box::new(t.hash.to_vec()),
+                Box::new(t.ledger_seq as i32),
+                Box::new(timestamp(t.closed_at)),
+                Box::new(t.successful),
+                Box::new(t.source.account.to_strkey()),
+                Box::new(muxed(t.source.muxed_id)),
+                Box::new(t.source_sequence),
+                Box::new(t.fee_source.map(|f| f.account.to_strkey())),
+                Box::new(t.fee_source.and_then(|f| muxed(f.muxed_id))),
+                Box::new(t.inner_hash.map(|h| h.to_vec())),
+                Box::new(t.fee_charged),
+                Box::new(t.max_fee),
+                Box::new(t.operation_count as i32),
+                Box::new(memo_type),
+                Box::new(memo),
+                Box::new(t.time_bounds.map(|(min, _)| min as i64)),
+                Box::new(t.time_bounds.map(|(_, max)| max as i64)),
+            ]
+        })
+        .collect();
+    copy_in(
+        tx,
+        "COPY transactions (id, hash, ledger_sequence, closed_at, successful, source_account, source_muxed_id, \
+         source_sequence, fee_account, fee_muxed_id, inner_hash, fee_charged, max_fee, operation_count, memo_type, \
+         memo, min_time, max_time) FROM STDIN BINARY",
+        &[
+            Type::INT8, Type::BYTEA, Type::INT4, Type::TIMESTAMPTZ, Type::BOOL, Type::TEXT, Type::INT8, Type::INT8,
+            Type::TEXT, Type::INT8, Type::BYTEA, Type::INT8, Type::INT8, Type::INT4, Type::INT2, Type::BYTEA,
+            Type::INT8, Type::INT8,
+        ],
+        rows,
+    )
+    .await
+}
+
+/// The typed columns of a payment row, shared with tests and the reader's decoding.
+#[derive(Debug, Default)]
+pub struct PaymentColumns {
+    /// Destination account.
+    pub destination: Option<String>,
+    /// Its muxed id.
+    pub destination_muxed_id: Option<i64>,
+    /// Asset received.
+    pub asset: Option<String>,
+    /// Amount received (or starting balance, or merged balance).
+    pub amount: Option<i64>,
+    /// Path payments' source asset.
+    pub source_asset: Option<String>,
+    /// Path payments' source amount.
+    pub source_amount: Option<i64>,
+    /// `source_max` or `destination_min`.
+    pub amount_limit: Option<i64>,
+    /// Path payments' path.
+    pub path: Option<Vec<String>>,
+    /// invoke_host_function details.
+    pub details: Option<serde_json::Value>,
+}
+
+/// Splits a record's kind into the payment table's columns.
+pub fn payment_columns(record: &PaymentRecord) -> PaymentColumns {
+    match &record.kind {
+        PaymentKind::CreateAccount {
+            account,
+            starting_balance,
+        } => PaymentColumns {
+            destination: Some(account.to_strkey()),
+            asset: Some("native".into()),
+            amount: Some(*starting_balance),
+            ..Default::default()
+        },
+        PaymentKind::Payment { to, asset, amount } => PaymentColumns {
+            destination: Some(to.account.to_strkey()),
+            destination_muxed_id: muxed(to.muxed_id),
+            asset: Some(asset.canonical()),
+            amount: Some(*amount),
+            ..Default::default()
+        },
+        PaymentKind::PathPayment {
+            to,
+            asset,
+            amount,
+            source_asset,
+            source_amount,
+            limit,
+            path,
+            ..
+        } => PaymentColumns {
+            destination: Some(to.account.to_strkey()),
+            destination_muxed_id: muxed(to.muxed_id),
+            asset: Some(asset.canonical()),
+            amount: Some(*amount),
+            source_asset: Some(source_asset.canonical()),
+            source_amount: Some(*source_amount),
+            amount_limit: Some(*limit),
+            path: Some(path.iter().map(|a| a.canonical()).collect()),
+            ..Default::default()
+        },
+        PaymentKind::AccountMerge { into, amount } => PaymentColumns {
+            destination: Some(into.account.to_strkey()),
+            destination_muxed_id: muxed(into.muxed_id),
+            asset: Some("native".into()),
+            amount: *amount,
+            ..Default::default()
+        },
+        PaymentKind::InvokeHostFunction {
+            function,
+            balance_changes,
+        } => PaymentColumns {
+            details: Some(invoke_details(function, balance_changes)),
+            ..Default::default()
+        },
+    }
+}
+
+/// invoke_host_function specifics as stored JSON: enough to rebuild the domain record.
+pub fn invoke_details(
+    function: &HostFunction,
+    changes: &[shared::payment::AssetBalanceChange],
+) -> serde_json::Value {
+    let function = match function {
+        HostFunction::InvokeContract {
+            contract,
+            function,
+            args,
+        } => json!({
+            "kind": "invoke_contract",
+            "contract": contract.to_strkey(),
+            "function": function,
+            "args": args.iter().map(|(t, v)| json!([t, v])).collect::<Vec<_>>(),
+        }),
+        HostFunction::CreateContract {
+            deployer,
+            salt,
+            asset,
+        } => json!({
+            "kind": "create_contract",
+            "deployer": deployer.map(|d| d.to_strkey()),
+            "salt": salt.map(hex::encode),
+            "asset": asset.map(|a| a.canonical()),
+        }),
+        HostFunction::UploadWasm => json!({ "kind": "upload_wasm" }),
+    };
+    let changes: Vec<_> = changes
+        .iter()
+        .map(|c| {
+            let muxed_id = match &c.to {
+                Some(shared::address::Address::Account(a)) => a.muxed_id,
+                _ => None,
+            };
+            json!({
+                "type": c.kind.as_str(),
+                "asset": c.asset.canonical(),
+                "from": c.from.map(|a| a.to_strkey()),
+                "to": c.to.map(|a| a.to_strkey()),
+                "to_muxed_id": muxed_id.map(|id| id.to_string()),
+                "amount": c.amount.to_string(),
+            })
+        })
+        .collect();
+    json!({ "function": function, "balance_changes": changes })
+}
+
+async fn copy_payments(
+    tx: &tokio_postgres::Transaction<'_>,
+    batch: &[LedgerPayments],
+) -> Result<(), tokio_postgres::Error> {
+    let rows: Vec<Row> = batch
+        .iter()
+        .flat_map(|l| l.payments.iter())
+        .map(|p| -> Row {
+            let c = payment_columns(p);
+            vec![
+                Box::new(p.id.to_i64()),
+                Box::new(p.transaction.id.to_i64()),
+                Box::new(p.transaction.ledger_seq as i32),
+                Box::new(timestamp(p.transaction.closed_at)),
+                Box::new(p.payment_type().type_i()),
+                Box::new(p.successful()),
+                Box::new(p.source.account.to_strkey()),
+                Box::new(muxed(p.source.muxed_id)),
+                Box::new(c.destination),
+                Box::new(c.destination_muxed_id),
+                Box::new(c.asset),
+                Box::new(c.amount),
+                Box::new(c.source_asset),
+                Box::new(c.source_amount),
+                Box::new(c.amount_limit),
+                Box::new(c.path),
+                Box::new(c.details),
+            ]
+        })
+        .collect();
+    copy_in(
+        tx,
+        "COPY payments (id, transaction_id, ledger_sequence, closed_at, type, successful, source_account, \
+         source_muxed_id, destination, destination_muxed_id, asset, amount, source_asset, source_amount, \
+         amount_limit, path, details) FROM STDIN BINARY",
+        &[
+            Type::INT8, Type::INT8, Type::INT4, Type::TIMESTAMPTZ, Type::INT2, Type::BOOL, Type::TEXT, Type::INT8,
+            Type::TEXT, Type::INT8, Type::TEXT, Type::INT8, Type::TEXT, Type::INT8, Type::INT8, Type::TEXT_ARRAY,
+            Type::JSONB,
+        ],
+        rows,
+    )
+    .await
+}
+
+/// Participants, per-asset rows and per-(account, asset) rows of every record.
+async fn copy_index_rows(
+    tx: &tokio_postgres::Transaction<'_>,
+    batch: &[LedgerPayments],
+) -> Result<(), tokio_postgres::Error> {
+    let mut participants: Vec<Row> = Vec::new();
+    let mut assets: Vec<Row> = Vec::new();
+    let mut account_assets: Vec<Row> = Vec::new();
+    for p in batch.iter().flat_map(|l| l.payments.iter()) {
+        let id = p.id.to_i64();
+        let ok = p.successful();
+        let record_assets: Vec<String> = p.assets().iter().map(|a| a.canonical()).collect();
+        for asset in &record_assets {
+            assets.push(vec![Box::new(asset.clone()), Box::new(id), Box::new(ok)]);
+        }
+        for participant in p.participants() {
+            let account = participant.address.to_strkey();
+            let dir = direction(participant.role);
+            for asset in &record_assets {
+                account_assets.push(vec![
+                    Box::new(account.clone()),
+                    Box::new(asset.clone()),
+                    Box::new(id),
+                    Box::new(dir),
+                    Box::new(ok),
+                ]);
+            }
+            participants.push(vec![
+                Box::new(account),
+                Box::new(id),
+                Box::new(dir),
+                Box::new(ok),
+            ]);
+        }
+    }
+    copy_in(
+        tx,
+        "COPY payment_participants (account, payment_id, direction, successful) FROM STDIN BINARY",
+        &[Type::TEXT, Type::INT8, Type::INT2, Type::BOOL],
+        participants,
+    )
+    .await?;
+    copy_in(
+        tx,
+        "COPY payment_assets (asset, payment_id, successful) FROM STDIN BINARY",
+        &[Type::TEXT, Type::INT8, Type::BOOL],
+        assets,
+    )
+    .await?;
+    copy_in(
+        tx,
+        "COPY account_asset_payments (account, asset, payment_id, direction, successful) FROM STDIN BINARY",
+        &[Type::TEXT, Type::TEXT, Type::INT8, Type::INT2, Type::BOOL],
+        account_assets,
+    )
+    .await
+}
+
+/// Moves each touched address's last activity forward (never back: backfill of older
+/// ledgers must not regress it).
+async fn upsert_activity(
+    tx: &tokio_postgres::Transaction<'_>,
+    batch: &[LedgerPayments],
+) -> Result<(), tokio_postgres::Error> {
+    let mut newest: HashMap<String, (i64, i32)> = HashMap::new();
+    for p in batch.iter().flat_map(|l| l.payments.iter()) {
+        for participant in p.participants() {
+            let entry = newest
+                .entry(participant.address.to_strkey())
+                .or_insert((i64::MIN, 0));
+            if p.id.to_i64() > entry.0 {
+                *entry = (p.id.to_i64(), p.transaction.ledger_seq as i32);
+            }
+        }
+    }
+    if newest.is_empty() {
+        return Ok(());
+    }
+    let mut accounts = Vec::with_capacity(newest.len());
+    let mut ids = Vec::with_capacity(newest.len());
+    let mut ledgers = Vec::with_capacity(newest.len());
+    for (account, (id, ledger)) in newest {
+        accounts.push(account);
+        ids.push(id);
+        ledgers.push(ledger);
+    }
+    tx.execute(
+        "INSERT INTO account_activity (account, last_payment_id, last_ledger) \
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::int[]) \
+         ON CONFLICT (account) DO UPDATE SET \
+           last_payment_id = GREATEST(account_activity.last_payment_id, EXCLUDED.last_payment_id), \
+           last_ledger = GREATEST(account_activity.last_ledger, EXCLUDED.last_ledger)",
+        &[&accounts, &ids, &ledgers],
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! Live ingestion from the RPC simulator into a real Postgres primary with a streaming
+//! replica: the rows are exactly what extraction gives, each new tip is readable on the
+//! replica, and tips are announced on Redis (which ingestion never waits for).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use shared::testkit::{PostgresCluster, RedisServer};
+use support::{connect, cursor, extracted, fixture_chain, run_args, simnet, InProcessWriter};
+
+const FIRST: u32 = 1_000_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingests_the_chain_exactly_and_the_replica_sees_each_tip() {
+    let cluster = PostgresCluster::start_with_replica().expect("postgres");
+    let replica_url = cluster.replica_url().expect("replica");
+    let chain = fixture_chain();
+    let expected = extracted(&chain);
+    let sim = simnet(chain.clone(), 1).await;
+    let writer = InProcessWriter::start(run_args(
+        &cluster.primary_url(),
+        &sim.url(),
+        &["--page-limit", "3"],
+    ));
+    writer.wait_for(FIRST, Duration::from_secs(30)).await;
+    for _ in 1..chain.len() {
+        let seq = sim.close_next().expect("another ledger");
+        writer.wait_for(seq, Duration::from_secs(30)).await;
+        tokio::task::block_in_place(|| cluster.wait_for_replica_replay(Duration::from_secs(15)))
+            .expect("replay");
+        assert_eq!(
+            cursor(&replica_url).await,
+            Some(seq),
+            "the replica sees ledger {seq}"
+        );
+    }
+    let last = FIRST + chain.len() as u32 - 1;
+
+    let db = connect(&cluster.primary_url()).await;
+    // Ledgers: every one, chained, with its counts.
+    let rows = db
+        .query("SELECT sequence, hash, previous_hash, transaction_count, payment_count FROM ledgers ORDER BY sequence", &[])
+        .await
+        .expect("ledgers");
+    assert_eq!(rows.len(), chain.len());
+    for (row, ledger) in rows.iter().zip(&expected) {
+        assert_eq!(row.get::<_, i32>(0) as u32, ledger.ledger.sequence);
+        assert_eq!(row.get::<_, Vec<u8>>(1), ledger.ledger.hash.to_vec());
+        assert_eq!(
+            row.get::<_, Vec<u8>>(2),
+            ledger.ledger.previous_hash.to_vec()
+        );
+        assert_eq!(row.get::<_, i32>(3) as u32, ledger.stats.transactions);
+        assert_eq!(row.get::<_, i32>(4) as usize, ledger.payments.len());
+    }
+    // Payments: same ids, kinds, outcomes, parties, assets and amounts.
+    let records: Vec<_> = expected.iter().flat_map(|l| l.payments.iter()).collect();
+    let rows = db
+        .query("SELECT id, type, successful, source_account, destination, asset, amount FROM payments ORDER BY id", &[])
+        .await
+        .expect("payments");
+    assert_eq!(rows.len(), records.len());
+    assert!(records.len() > 1500, "{} payments", records.len());
+    for (row, record) in rows.iter().zip(&records) {
+        assert_eq!(row.get::<_, i64>(0), record.id.to_i64());
+        assert_eq!(row.get::<_, i16>(1), record.payment_type().type_i());
+        assert_eq!(row.get::<_, bool>(2), record.successful());
+        assert_eq!(row.get::<_, String>(3), record.source.account.to_strkey());
+        assert_eq!(
+            row.get::<_, Option<String>>(4),
+            record.destination().map(|d| d.account.to_strkey())
+        );
+        assert_eq!(
+            row.get::<_, Option<String>>(5),
+            record.asset().map(|a| a.canonical())
+        );
+        let amount = match &record.kind {
+            shared::PaymentKind::CreateAccount {
+                starting_balance, ..
+            } => Some(*starting_balance),
+            shared::PaymentKind::Payment { amount, .. }
+            | shared::PaymentKind::PathPayment { amount, .. } => Some(*amount),
+            shared::PaymentKind::AccountMerge { amount, .. } => *amount,
+            shared::PaymentKind::InvokeHostFunction { .. } => None,
+        };
+        assert_eq!(
+            row.get::<_, Option<i64>>(6),
+            amount,
+            "payment {}",
+            record.id
+        );
+    }
+    // Participants: one row per (address, payment) with direction and outcome.
+    let mut want = BTreeSet::new();
+    for record in &records {
+        for p in record.participants() {
+            let direction: i16 = match p.role {
+                shared::payment::Role::Sender => 1,
+                shared::payment::Role::Receiver => 2,
+                shared::payment::Role::Both => 3,
+            };
+            want.insert((
+                p.address.to_strkey(),
+                record.id.to_i64(),
+                direction,
+                record.successful(),
+            ));
+        }
+    }
+    let got: BTreeSet<_> = db
+        .query(
+            "SELECT account, payment_id, direction, successful FROM payment_participants",
+            &[],
+        )
+        .await
+        .expect("participants")
+        .iter()
+        .map(|r| {
+            (
+                r.get::<_, String>(0),
+                r.get::<_, i64>(1),
+                r.get::<_, i16>(2),
+                r.get::<_, bool>(3),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+    // Transactions: those with payments, by id and hash.
+    let want: BTreeSet<_> = expected
+        .iter()
+        .flat_map(|l| l.transactions.iter())
+        .map(|t| (t.id.to_i64(), t.hash.to_vec()))
+        .collect();
+    let got: BTreeSet<_> = db
+        .query("SELECT id, hash FROM transactions", &[])
+        .await
+        .expect("transactions")
+        .iter()
+        .map(|r| (r.get::<_, i64>(0), r.get::<_, Vec<u8>>(1)))
+        .collect();
+    assert_eq!(got, want);
+    // The cursor stands at the last ledger, with its hash.
+    let row = db
+        .query_one(
+            "SELECT last_ledger, last_ledger_hash FROM ingest_cursor",
+            &[],
+        )
+        .await
+        .expect("cursor");
+    assert_eq!(row.get::<_, i32>(0) as u32, last);
+    assert_eq!(
+        row.get::<_, Vec<u8>>(1),
+        expected[expected.len() - 1].ledger.hash.to_vec()
+    );
+
+    writer.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tips_are_announced_on_redis_and_a_dead_redis_does_not_stop_ingestion() {
+    let cluster = PostgresCluster::start().expect("postgres");
+    let mut redis_server = RedisServer::start().expect("redis");
+    let chain = fixture_chain();
+    let sim = simnet(chain.clone(), 2).await;
+
+    let client = redis::Client::open(redis_server.url()).expect("redis url");
+    let mut pubsub = client.get_async_pubsub().await.expect("subscribe");
+    pubsub
+        .subscribe("stellar-payments:tip")
+        .await
+        .expect("subscribe");
+
+    let writer = InProcessWriter::start(run_args(
+        &cluster.primary_url(),
+        &sim.url(),
+        &["--redis-url", &redis_server.url(), "--page-limit", "1"],
+    ));
+    writer.wait_for(FIRST + 1, Duration::from_secs(30)).await;
+    use futures_util::StreamExt as _;
+    let mut messages = pubsub.on_message();
+    let mut seen = 0;
+    while seen < FIRST + 1 {
+        let message = tokio::time::timeout(Duration::from_secs(10), messages.next())
+            .await
+            .expect("an announcement")
+            .expect("stream open");
+        let tip: serde_json::Value =
+            serde_json::from_str(&message.get_payload::<String>().expect("text")).expect("json");
+        seen = tip["sequence"].as_u64().expect("sequence") as u32;
+        assert_eq!(tip["hash"].as_str().map(str::len), Some(64));
+    }
+    let mut con = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let stored: String = redis::cmd("GET")
+        .arg("stellar-payments:tip")
+        .query_async(&mut con)
+        .await
+        .expect("get");
+    assert!(stored.contains(&format!("\"sequence\":{}", FIRST + 1)));
+    drop(messages);
+
+    // Redis dies: ingestion goes on.
+    redis_server.kill().expect("kill redis");
+    for _ in 0..3 {
+        let seq = sim.close_next().expect("ledger");
+        writer.wait_for(seq, Duration::from_secs(30)).await;
+    }
+    writer.stop().await.expect("clean stop");
+}

@@ -1,0 +1,264 @@
+//! Shared by the writer's integration tests: the recorded ledgers as one chain, the RPC
+//! simulator serving it, writers in-process or as real processes, and a canonical dump
+//! of the database to compare runs.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use loadtest::simnet::{rechain, Simnet, SimnetConfig};
+use shared::ledger_file::read_ledger_file;
+use shared::{Extractor, LedgerPayments, Network};
+use stellar_xdr::LedgerCloseMeta;
+use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
+use writer::cli::{Cli, Command as WriterCommand, RunArgs};
+use writer::status::Status;
+
+pub fn fixtures() -> PathBuf {
+    std::env::var("STELLAR_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"))
+}
+
+/// Every recorded pubnet ledger (six single files, five early ones, the data-lake one)
+/// re-chained into 12 contiguous ledgers: meta V0, V1 and V2, protocols 2 to 26.
+pub fn fixture_chain() -> Vec<LedgerCloseMeta> {
+    let dir = fixtures();
+    let mut ledgers = Vec::new();
+    for seq in [30820015, 51000294, 57500008, 63092988, 63092990, 63092996] {
+        ledgers.extend(
+            read_ledger_file(&dir.join(format!("ledgers/pubnet/ledger-{seq}.xdr.gz")))
+                .expect("ledger"),
+        );
+    }
+    ledgers.extend(
+        read_ledger_file(&dir.join("ledgers/pubnet-early/ledgers-base64.txt.gz")).expect("early"),
+    );
+    ledgers.extend(
+        read_ledger_file(&dir.join("datalake/pubnet/FCD285FF--53312000.xdr.zstd")).expect("lake"),
+    );
+    rechain(ledgers, 1_000_000).expect("rechain")
+}
+
+/// The chain's ledgers as the extractor sees them.
+pub fn extracted(chain: &[LedgerCloseMeta]) -> Vec<LedgerPayments> {
+    let mut extractor = Extractor::new(Network::pubnet());
+    chain
+        .iter()
+        .map(|l| extractor.extract(l).expect("extracts"))
+        .collect()
+}
+
+/// A simulator serving `chain` with `closed` ledgers already closed.
+pub async fn simnet(chain: Vec<LedgerCloseMeta>, closed: usize) -> Simnet {
+    let mut config = SimnetConfig::new(chain);
+    config.initially_closed = closed;
+    Simnet::start(config).await.expect("simnet starts")
+}
+
+/// `writer run` arguments against a database and an RPC.
+pub fn run_args(database_url: &str, rpc_url: &str, extra: &[&str]) -> RunArgs {
+    let mut argv = vec![
+        "writer",
+        "run",
+        "--database-url",
+        database_url,
+        "--rpc-url",
+        rpc_url,
+        "--network",
+        "pubnet",
+        "--start",
+        "1000000",
+        "--poll-interval-ms",
+        "100",
+        "--standby-poll-ms",
+        "200",
+        "--max-backoff-ms",
+        "400",
+        "--health-listen",
+        "127.0.0.1:0",
+    ];
+    argv.extend_from_slice(extra);
+    match <Cli as clap::Parser>::try_parse_from(argv)
+        .expect("valid arguments")
+        .command
+    {
+        WriterCommand::Run(args) => args,
+        _ => unreachable!("parsed a run command"),
+    }
+}
+
+/// A writer running in this process.
+pub struct InProcessWriter {
+    pub status: Status,
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl InProcessWriter {
+    pub fn start(args: RunArgs) -> Self {
+        let status = Status::new();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(writer::commands::run::run_until_shutdown(
+            args,
+            status.clone(),
+            shutdown.clone(),
+        ));
+        Self {
+            status,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Waits until the writer has committed `ledger`.
+    pub async fn wait_for(&self, ledger: u32, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self
+            .status
+            .snapshot()
+            .last_ledger
+            .is_none_or(|l| l < ledger)
+        {
+            assert!(
+                !self.task.is_finished(),
+                "writer stopped early: {:?}",
+                self.status.snapshot()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "ledger {ledger} not committed in time: {:?}",
+                self.status.snapshot()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await.expect("writer task")
+    }
+}
+
+/// A writer as a real process (for kill -9 and signals).
+pub fn spawn_writer(database_url: &str, rpc_url: &str, health: &str, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_writer"))
+        .args([
+            "run",
+            "--database-url",
+            database_url,
+            "--rpc-url",
+            rpc_url,
+            "--network",
+            "pubnet",
+            "--start",
+            "1000000",
+            "--poll-interval-ms",
+            "100",
+            "--standby-poll-ms",
+            "200",
+            "--max-backoff-ms",
+            "400",
+            "--health-listen",
+            health,
+        ])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("writer starts")
+}
+
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.expect("connects");
+    tokio::spawn(connection);
+    client
+}
+
+/// The cursor's ledger, if any.
+pub async fn cursor(url: &str) -> Option<u32> {
+    let client = connect(url).await;
+    let exists: bool = client
+        .query_one("SELECT to_regclass('ingest_cursor') IS NOT NULL", &[])
+        .await
+        .expect("query")
+        .get(0);
+    if !exists {
+        return None;
+    }
+    client
+        .query_opt("SELECT last_ledger FROM ingest_cursor", &[])
+        .await
+        .expect("query")
+        .map(|row| row.get::<_, i32>(0) as u32)
+}
+
+pub async fn wait_for_cursor(url: &str, ledger: u32, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while cursor(url).await.is_none_or(|l| l < ledger) {
+        assert!(Instant::now() < deadline, "cursor did not reach {ledger}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every row of every table, as sorted JSON text, without the wall-clock columns: two
+/// databases that ingested the same chain must dump the same.
+pub async fn dump(url: &str) -> Vec<String> {
+    let client = connect(url).await;
+    let queries = [
+        "SELECT row_to_json(t)::text FROM (SELECT network_passphrase, last_ledger, encode(last_ledger_hash, 'hex') AS hash FROM ingest_cursor) t",
+        "SELECT row_to_json(t)::text FROM (SELECT sequence, encode(hash, 'hex') AS hash, encode(previous_hash, 'hex') AS prev, closed_at, protocol_version, transaction_count, successful_transaction_count, operation_count, payment_count FROM ledgers ORDER BY sequence) t",
+        "SELECT row_to_json(t)::text FROM (SELECT * FROM transactions ORDER BY id) t",
+        "SELECT row_to_json(t)::text FROM (SELECT * FROM payments ORDER BY id) t",
+        "SELECT row_to_json(t)::text FROM (SELECT * FROM payment_participants ORDER BY account, payment_id) t",
+        "SELECT row_to_json(t)::text FROM (SELECT * FROM payment_assets ORDER BY asset, payment_id) t",
+        "SELECT row_to_json(t)::text FROM (SELECT * FROM account_asset_payments ORDER BY account, asset, payment_id) t",
+        "SELECT row_to_json(t)::text FROM (SELECT * FROM account_activity ORDER BY account) t",
+    ];
+    let mut out = Vec::new();
+    for query in queries {
+        for row in client.query(query, &[]).await.expect("dump query") {
+            out.push(row.get::<_, String>(0));
+        }
+    }
+    out
+}
+
+/// Creates another database on the same server and returns its URL.
+pub async fn create_database(url: &str, name: &str) -> String {
+    let client = connect(url).await;
+    client
+        .execute(&format!("CREATE DATABASE {name}"), &[])
+        .await
+        .expect("create database");
+    match url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => panic!("unexpected URL {url}"),
+    }
+}
+
+/// GET a JSON document.
+pub async fn get_json(url: &str) -> Option<serde_json::Value> {
+    let (host, path) = url.trim_start_matches("http://").split_once('/')?;
+    let mut stream = tokio::net::TcpStream::connect(host).await.ok()?;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.ok()?;
+    let text = String::from_utf8_lossy(&response);
+    let (_, body) = text.split_once("\r\n\r\n")?;
+    serde_json::from_str(body.trim()).ok()
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
