@@ -8,7 +8,10 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use shared::testkit::{PostgresCluster, RedisServer};
-use support::{connect, cursor, extracted, fixture_chain, run_args, simnet, InProcessWriter};
+use support::{
+    connect, cursor, extracted, fixture_chain, free_port, get_json, get_text, run_args, simnet,
+    spawn_writer, wait_for_cursor, InProcessWriter,
+};
 
 const FIRST: u32 = 1_000_000;
 
@@ -210,4 +213,51 @@ async fn tips_are_announced_on_redis_and_a_dead_redis_does_not_stop_ingestion() 
         writer.wait_for(seq, Duration::from_secs(30)).await;
     }
     writer.stop().await.expect("clean stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_prometheus_metrics_describe_the_writer() {
+    let cluster = PostgresCluster::start().expect("postgres");
+    let chain = fixture_chain();
+    let last = FIRST + chain.len() as u32 - 1;
+    let sim = simnet(chain, 12).await;
+    let port = free_port();
+    let mut child = spawn_writer(
+        &cluster.primary_url(),
+        &sim.url(),
+        &format!("127.0.0.1:{port}"),
+        &["--page-limit", "4"],
+    );
+    wait_for_cursor(&cluster.primary_url(), last, Duration::from_secs(60)).await;
+    let health = get_json(&format!("http://127.0.0.1:{port}/health"))
+        .await
+        .expect("health");
+    assert_eq!(health["role"], "active");
+    assert_eq!(health["last_ledger"], last);
+    assert_eq!(health["rpc_latest"], last);
+    assert_eq!(health["lag_ledgers"], 0);
+    assert!(health["lag_seconds"].is_number());
+    let (code, metrics) = get_text(&format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("metrics");
+    assert_eq!(code, 200);
+    for name in [
+        "writer_last_ledger",
+        "writer_lag_ledgers",
+        "writer_lag_seconds",
+        "writer_ledgers_total",
+        "writer_payments_total",
+        "writer_ledgers_per_second",
+        "writer_payments_per_second",
+        "writer_batch_seconds_bucket",
+        "writer_active",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
+    }
+    assert!(
+        metrics.contains(&format!("writer_last_ledger {last}")),
+        "{metrics}"
+    );
+    child.kill().expect("kill");
+    child.wait().expect("reaped");
 }

@@ -242,6 +242,11 @@ pub async fn create_database(url: &str, name: &str) -> String {
 
 /// GET a JSON document.
 pub async fn get_json(url: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(get_text(url).await?.1.trim()).ok()
+}
+
+/// GET a document: (status code, body). Plain HTTP/1.1 with `Connection: close`.
+pub async fn get_text(url: &str) -> Option<(u16, String)> {
     let (host, path) = url.trim_start_matches("http://").split_once('/')?;
     let mut stream = tokio::net::TcpStream::connect(host).await.ok()?;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -250,8 +255,9 @@ pub async fn get_json(url: &str) -> Option<serde_json::Value> {
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.ok()?;
     let text = String::from_utf8_lossy(&response);
-    let (_, body) = text.split_once("\r\n\r\n")?;
-    serde_json::from_str(body.trim()).ok()
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_owned()))
 }
 
 /// A free loopback port.
