@@ -5,6 +5,7 @@
 pub mod address;
 pub mod amount;
 pub mod asset;
+pub mod datalake;
 pub mod extract;
 pub mod horizon;
 pub mod ledger_file;

@@ -79,3 +79,41 @@ fn unreadable_files_are_errors_not_panics() {
     assert!(read_ledger_file(&dir.join("missing.xdr")).is_err());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn data_lake_directory_reads_through_the_fast_batch_path() {
+    use shared::datalake::DataLake;
+    // The fixture folder holds one batch file; give it the configuration an export has.
+    let root = std::env::temp_dir().join(format!("datalake-{}", std::process::id()));
+    std::fs::create_dir_all(&root).expect("tmp");
+    let file = common::fixtures_dir().join("datalake/pubnet/FCD285FF--53312000.xdr.zstd");
+    std::fs::copy(&file, root.join("FCD285FF--53312000.xdr.zstd")).expect("copy");
+    std::fs::write(
+        root.join(".config.json"),
+        r#"{"networkPassphrase":"Public Global Stellar Network ; September 2015","compression":"zstd","ledgersPerFile":1,"filesPerPartition":1}"#,
+    )
+    .expect("config");
+    let lake = DataLake::open(&root).expect("opens");
+    assert_eq!(
+        lake.available_range().expect("lists"),
+        Some((53312000, 53312000))
+    );
+    let xdr = lake.read_batch_xdr(53312000).expect("reads");
+    let fast = Extractor::new(Network::pubnet())
+        .extract_batch_xdr(&xdr)
+        .expect("extracts");
+    let full = Extractor::new(Network::pubnet())
+        .extract(&read_ledger_file(&file).expect("read")[0])
+        .expect("extracts");
+    assert_eq!(fast.len(), 1);
+    assert_eq!(fast[0].payments, full.payments);
+    assert!(matches!(
+        lake.read_batch_xdr(53312001),
+        Err(shared::datalake::DataLakeError::Missing(53312001))
+    ));
+    // A cut batch is an error, not a panic.
+    assert!(Extractor::new(Network::pubnet())
+        .extract_batch_xdr(&xdr[..xdr.len() / 2])
+        .is_err());
+    std::fs::remove_dir_all(&root).ok();
+}

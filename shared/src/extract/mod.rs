@@ -105,6 +105,46 @@ impl Extractor {
         self.extract_view(&LedgerView::Scanned(&scanned))
     }
 
+    /// Extracts every ledger of a `LedgerCloseMetaBatch` (a data-lake file, uncompressed)
+    /// through the fast path, checking that the batch holds exactly the ledgers its
+    /// header declares.
+    pub fn extract_batch_xdr(&mut self, bytes: &[u8]) -> Result<Vec<LedgerPayments>, ExtractError> {
+        let decode_error = |ledger: Option<u32>, e: stellar_xdr::Error| ExtractError {
+            ledger,
+            transaction: None,
+            kind: ExtractErrorKind::Decode(e),
+        };
+        let word = |at: usize| -> Result<u32, ExtractError> {
+            bytes
+                .get(at..at + 4)
+                .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+                .ok_or_else(|| decode_error(None, stellar_xdr::Error::LengthLimitExceeded))
+        };
+        let (start, end, count) = (word(0)?, word(4)?, word(8)?);
+        if end < start || u64::from(count) != u64::from(end - start) + 1 {
+            return Err(decode_error(Some(start), stellar_xdr::Error::Invalid));
+        }
+        let mut offset = 12;
+        let mut out = Vec::with_capacity(count as usize);
+        for expected in start..=end {
+            let (scanned, consumed) = scan::scan_ledger(&bytes[offset..], MAX_XDR_DEPTH)
+                .map_err(|(e, ledger)| decode_error(ledger.or(Some(expected)), e))?;
+            offset += consumed;
+            let payments = self.extract_view(&LedgerView::Scanned(&scanned))?;
+            if payments.ledger.sequence != expected {
+                return Err(decode_error(Some(expected), stellar_xdr::Error::Invalid));
+            }
+            out.push(payments);
+        }
+        if offset != bytes.len() {
+            return Err(ExtractError::ledger(
+                end,
+                ExtractErrorKind::TrailingBytes(bytes.len() - offset),
+            ));
+        }
+        Ok(out)
+    }
+
     /// Extracts the payments of one decoded ledger.
     pub fn extract(&mut self, meta: &LedgerCloseMeta) -> Result<LedgerPayments, ExtractError> {
         self.extract_view(&LedgerView::Full(meta))
