@@ -28,6 +28,11 @@ pub enum Command {
     Extract(ExtractArgs),
     /// Apply pending database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Ingest a closed range of history in parallel, from a local data lake or from RPC
+    /// within its retention; resumable, and safe beside a running `writer run`.
+    Backfill(BackfillArgs),
+    /// List the ranges of ledgers missing from the database.
+    Gaps(GapsArgs),
     /// Ingest live from Stellar RPC into the primary: the active writer holds a Postgres
     /// advisory lock; a second `run` waits as a hot standby and takes over when it dies.
     Run(RunArgs),
@@ -39,6 +44,49 @@ pub struct DatabaseArgs {
     /// Postgres URL of the primary.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: String,
+}
+
+/// Arguments of `writer backfill`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackfillArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub network: NetworkArgs,
+    /// First ledger to ingest.
+    #[arg(long)]
+    pub from: u32,
+    /// Last ledger to ingest.
+    #[arg(long)]
+    pub to: u32,
+    /// `rpc`, or the root folder of a data lake in the SEP-54 layout.
+    #[arg(long, default_value = "rpc")]
+    pub source: String,
+    /// Stellar RPC endpoint (for `--source rpc`).
+    #[arg(long, env = "STELLAR_RPC_URL")]
+    pub rpc_url: Option<String>,
+    /// Parallel workers.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// Ledgers per chunk (one database transaction each).
+    #[arg(long, default_value_t = 64)]
+    pub chunk_ledgers: u32,
+    /// No progress output.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Arguments of `writer gaps`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GapsArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// First ledger to consider (default: the oldest stored).
+    #[arg(long)]
+    pub from: Option<u32>,
+    /// Last ledger to consider (default: the newest stored).
+    #[arg(long)]
+    pub to: Option<u32>,
 }
 
 /// Arguments of `writer run`.
@@ -131,6 +179,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Extract(args) => crate::commands::extract::run(&args),
         Command::Migrate(args) => runtime()?.block_on(crate::commands::migrate::run(&args)),
+        Command::Backfill(args) => {
+            crate::commands::init_tracing(false);
+            runtime()?.block_on(crate::commands::backfill::run(args))
+        }
+        Command::Gaps(args) => runtime()?.block_on(crate::commands::gaps::run(&args)),
         Command::Run(args) => {
             crate::commands::init_tracing(args.log_json);
             runtime()?.block_on(crate::commands::run::run(args))

@@ -5,6 +5,7 @@
 //! about new tips through Redis, `status` serves health and metrics.
 
 pub mod announce;
+pub mod backfill;
 pub mod cli;
 pub mod commands;
 pub mod db;

@@ -161,6 +161,7 @@ pub async fn run(
     let (to_committer, mut from_fetcher) = mpsc::channel::<FromFetcher>(1);
     let fetcher_stop = shutdown.child_token();
     let fetcher = tokio::spawn(fetch_loop(
+        pool.clone(),
         source.clone(),
         next,
         config.clone(),
@@ -287,11 +288,13 @@ async fn commit_with_retry(
 }
 
 /// Database errors worth retrying: lost connections and server-side conditions that
-/// pass (shutdown, serialization, resource shortage). Constraint violations and other
-/// data errors are not: they mean something else wrote.
-fn is_transient(error: &tokio_postgres::Error) -> bool {
+/// pass (shutdown, serialization, deadlock, resource shortage), and a unique violation,
+/// which means a backfill stored one of these ledgers between our check and our write:
+/// the retry sees it stored and skips it. Other data errors are not retried.
+pub fn is_transient(error: &tokio_postgres::Error) -> bool {
     match error.code() {
         None => true,
+        Some(code) if *code == tokio_postgres::error::SqlState::UNIQUE_VIOLATION => true,
         Some(code) => {
             let class = &code.code()[..2];
             matches!(class, "08" | "40" | "53" | "57" | "58" | "55")
@@ -300,6 +303,7 @@ fn is_transient(error: &tokio_postgres::Error) -> bool {
 }
 
 async fn fetch_loop(
+    pool: Pool,
     source: std::sync::Arc<RpcSource>,
     mut next: u32,
     config: LiveConfig,
@@ -345,6 +349,14 @@ async fn fetch_loop(
                 Some(config.poll_interval)
             }
             Ok(Fetched::BeforeRetention { rpc_oldest }) => {
+                // A backfill may have closed the gap and moved the cursor on.
+                if let Some(stored) = stored_cursor(&pool).await {
+                    if stored >= next {
+                        next = stored + 1;
+                        status.set_retention_gap(None);
+                        continue;
+                    }
+                }
                 let cursor = next - 1;
                 let remedy = format!(
                     "the RPC keeps ledgers from {rpc_oldest} on, but ingestion stands at {cursor}: fill the gap with \
@@ -399,6 +411,15 @@ async fn fetch_loop(
             }
         }
     }
+}
+
+async fn stored_cursor(pool: &Pool) -> Option<u32> {
+    let client = pool.get().await.ok()?;
+    store::read_cursor(&client)
+        .await
+        .ok()
+        .flatten()
+        .map(|c| c.last_ledger)
 }
 
 /// Sleeps; `true` if `shutdown` fired first.

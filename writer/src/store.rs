@@ -118,6 +118,10 @@ pub struct BatchSummary {
 
 /// Commits `batch` (contiguous ledgers, oldest first) as the continuation of live
 /// ingestion. On the first batch ever, the cursor is created in the same transaction.
+///
+/// Ledgers the database already holds (written by a backfill, or by another writer that
+/// got there first) are checked against their stored hash and skipped, so nothing is
+/// ever written twice; the cursor only moves forward.
 pub async fn commit_live_batch(
     client: &mut Object,
     network_passphrase: &str,
@@ -134,7 +138,7 @@ pub async fn commit_live_batch(
             &[],
         )
         .await?;
-    match cursor {
+    let cursor_ledger = match cursor {
         None => {
             // First batch: the cursor starts just before it. A concurrent first batch
             // from another writer conflicts on the singleton key.
@@ -143,6 +147,7 @@ pub async fn commit_live_batch(
                 &[&network_passphrase, &(first.ledger.sequence as i32 - 1), &first.ledger.previous_hash.as_slice()],
             )
             .await?;
+            first.ledger.sequence - 1
         }
         Some(row) => {
             let stored: String = row.get(0);
@@ -154,47 +159,203 @@ pub async fn commit_live_batch(
             }
             let last_ledger = row.get::<_, i32>(1) as u32;
             let last_hash: Vec<u8> = row.get(2);
-            if last_ledger + 1 != first.ledger.sequence {
+            if last_ledger + 1 < first.ledger.sequence {
                 return Err(StoreError::Fenced {
                     expected: first.ledger.sequence - 1,
                     found: last_ledger,
                 });
             }
-            if last_hash.as_slice() != first.ledger.previous_hash.as_slice() {
+            if let Some(next) = batch.iter().find(|l| l.ledger.sequence == last_ledger + 1) {
+                if last_hash.as_slice() != next.ledger.previous_hash.as_slice() {
+                    return Err(StoreError::HashMismatch {
+                        ledger: next.ledger.sequence,
+                        expected: hex::encode(&last_hash),
+                        found: hex::encode(next.ledger.previous_hash),
+                    });
+                }
+            }
+            last_ledger
+        }
+    };
+    let to_write = not_yet_stored(&tx, batch).await?;
+    write_rows(&tx, &to_write).await?;
+    if last.ledger.sequence > cursor_ledger {
+        tx.execute(
+            "UPDATE ingest_cursor SET last_ledger = $1, last_ledger_hash = $2, updated_at = now()",
+            &[&(last.ledger.sequence as i32), &last.ledger.hash.as_slice()],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(BatchSummary {
+        ledgers: to_write.len(),
+        payments: to_write.iter().map(|l| l.payments.len()).sum(),
+        last_ledger: last.ledger.sequence.max(cursor_ledger),
+        last_ledger_hash: last.ledger.hash,
+        last_closed_at: last.ledger.closed_at,
+    })
+}
+
+/// The ledgers of `batch` the database does not hold yet. Those it holds must carry the
+/// same hash, or the chain has forked.
+async fn not_yet_stored<'b>(
+    tx: &tokio_postgres::Transaction<'_>,
+    batch: &'b [LedgerPayments],
+) -> Result<Vec<&'b LedgerPayments>, StoreError> {
+    let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+        return Ok(Vec::new());
+    };
+    let rows = tx
+        .query(
+            "SELECT sequence, hash FROM ledgers WHERE sequence BETWEEN $1 AND $2",
+            &[
+                &(first.ledger.sequence as i32),
+                &(last.ledger.sequence as i32),
+            ],
+        )
+        .await?;
+    let stored: HashMap<u32, Vec<u8>> = rows
+        .iter()
+        .map(|r| (r.get::<_, i32>(0) as u32, r.get(1)))
+        .collect();
+    let mut out = Vec::with_capacity(batch.len());
+    for ledger in batch {
+        match stored.get(&ledger.ledger.sequence) {
+            None => out.push(ledger),
+            Some(hash) if hash.as_slice() == ledger.ledger.hash.as_slice() => {}
+            Some(hash) => {
                 return Err(StoreError::HashMismatch {
-                    ledger: first.ledger.sequence,
-                    expected: hex::encode(&last_hash),
+                    ledger: ledger.ledger.sequence,
+                    expected: hex::encode(hash),
+                    found: hex::encode(ledger.ledger.hash),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Commits one backfill chunk `[start, end]` (its ledgers, oldest first) in one
+/// transaction: writes the ledgers not stored yet, checks the hash links with the stored
+/// neighbours on both sides, records the range as completed, and, when the chunk closes
+/// the gap right after the live cursor, moves the cursor over every ledger now stored
+/// contiguously after it. Returns the ledgers written and the payments they held.
+pub async fn commit_backfill_chunk(
+    client: &mut Object,
+    network_passphrase: &str,
+    start: u32,
+    end: u32,
+    chunk: &[LedgerPayments],
+) -> Result<(usize, usize), StoreError> {
+    check_contiguous(chunk)?;
+    let expected: Vec<u32> = (start..=end).collect();
+    let held: Vec<u32> = chunk.iter().map(|l| l.ledger.sequence).collect();
+    if held != expected {
+        return Err(StoreError::NotContiguous(
+            held.first().copied().unwrap_or(start),
+        ));
+    }
+    let tx = client.transaction().await?;
+    if let Some(row) = tx
+        .query_opt("SELECT network_passphrase FROM ingest_cursor", &[])
+        .await?
+    {
+        let stored: String = row.get(0);
+        if stored != network_passphrase {
+            return Err(StoreError::NetworkMismatch {
+                stored,
+                requested: network_passphrase.to_owned(),
+            });
+        }
+    }
+    // Neighbours already stored must link to this chunk.
+    if let (Some(first), Some(last)) = (chunk.first(), chunk.last()) {
+        if let Some(row) = tx
+            .query_opt(
+                "SELECT hash FROM ledgers WHERE sequence = $1",
+                &[&(start as i32 - 1)],
+            )
+            .await?
+        {
+            let hash: Vec<u8> = row.get(0);
+            if hash.as_slice() != first.ledger.previous_hash.as_slice() {
+                return Err(StoreError::HashMismatch {
+                    ledger: start,
+                    expected: hex::encode(hash),
                     found: hex::encode(first.ledger.previous_hash),
                 });
             }
         }
+        if let Some(row) = tx
+            .query_opt(
+                "SELECT previous_hash FROM ledgers WHERE sequence = $1",
+                &[&(end as i32 + 1)],
+            )
+            .await?
+        {
+            let previous: Vec<u8> = row.get(0);
+            if previous.as_slice() != last.ledger.hash.as_slice() {
+                return Err(StoreError::HashMismatch {
+                    ledger: end + 1,
+                    expected: hex::encode(last.ledger.hash),
+                    found: hex::encode(previous),
+                });
+            }
+        }
     }
-    write_rows(&tx, batch).await?;
-    let moved = tx
-        .execute(
-            "UPDATE ingest_cursor SET last_ledger = $1, last_ledger_hash = $2, updated_at = now() \
-             WHERE last_ledger = $3",
-            &[
-                &(last.ledger.sequence as i32),
-                &last.ledger.hash.as_slice(),
-                &(first.ledger.sequence as i32 - 1),
-            ],
-        )
+    let to_write = not_yet_stored(&tx, chunk).await?;
+    write_rows(&tx, &to_write).await?;
+    tx.execute(
+        "INSERT INTO backfill_ranges (start_ledger, end_ledger) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        &[&(start as i32), &(end as i32)],
+    )
+    .await?;
+    // Close a gap after the live cursor: move it over the ledgers now stored after it.
+    let cursor = tx
+        .query_opt("SELECT last_ledger FROM ingest_cursor FOR UPDATE", &[])
         .await?;
-    if moved != 1 {
-        return Err(StoreError::Fenced {
-            expected: first.ledger.sequence - 1,
-            found: 0,
-        });
+    if let Some(row) = cursor {
+        let last_ledger: i32 = row.get(0);
+        if last_ledger + 1 >= start as i32 && last_ledger < end as i32 {
+            tx.execute(
+                "WITH RECURSIVE run AS ( \
+                   SELECT sequence, hash FROM ledgers WHERE sequence = $1 + 1 \
+                   UNION ALL \
+                   SELECT l.sequence, l.hash FROM ledgers l JOIN run ON l.sequence = run.sequence + 1) \
+                 UPDATE ingest_cursor SET last_ledger = top.sequence, last_ledger_hash = top.hash, updated_at = now() \
+                 FROM (SELECT sequence, hash FROM run ORDER BY sequence DESC LIMIT 1) top",
+                &[&last_ledger],
+            )
+            .await?;
+        }
     }
     tx.commit().await?;
-    Ok(BatchSummary {
-        ledgers: batch.len(),
-        payments: batch.iter().map(|l| l.payments.len()).sum(),
-        last_ledger: last.ledger.sequence,
-        last_ledger_hash: last.ledger.hash,
-        last_closed_at: last.ledger.closed_at,
-    })
+    Ok((
+        to_write.len(),
+        to_write.iter().map(|l| l.payments.len()).sum(),
+    ))
+}
+
+/// Contiguous missing ranges of ledgers between `from` and `to` (inclusive).
+pub async fn gaps(
+    client: &Object,
+    from: u32,
+    to: u32,
+) -> Result<Vec<(u32, u32)>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "WITH present AS ( \
+               SELECT sequence FROM ledgers WHERE sequence BETWEEN $1 AND $2 \
+               UNION ALL SELECT $1 - 1 UNION ALL SELECT $2 + 1), \
+             steps AS (SELECT sequence, lead(sequence) OVER (ORDER BY sequence) AS next FROM present) \
+             SELECT sequence + 1, next - 1 FROM steps WHERE next > sequence + 1 ORDER BY sequence",
+            &[&(from as i32), &(to as i32)],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<_, i32>(0) as u32, r.get::<_, i32>(1) as u32))
+        .collect())
 }
 
 fn check_contiguous(batch: &[LedgerPayments]) -> Result<(), StoreError> {
@@ -227,8 +388,11 @@ fn direction(role: Role) -> i16 {
 /// Writes every row of `batch` inside the caller's transaction.
 pub async fn write_rows(
     tx: &tokio_postgres::Transaction<'_>,
-    batch: &[LedgerPayments],
+    batch: &[&LedgerPayments],
 ) -> Result<(), tokio_postgres::Error> {
+    if batch.is_empty() {
+        return Ok(());
+    }
     copy_ledgers(tx, batch).await?;
     copy_transactions(tx, batch).await?;
     copy_payments(tx, batch).await?;
@@ -260,7 +424,7 @@ type Row = Vec<Box<dyn ToSql + Sync + Send>>;
 
 async fn copy_ledgers(
     tx: &tokio_postgres::Transaction<'_>,
-    batch: &[LedgerPayments],
+    batch: &[&LedgerPayments],
 ) -> Result<(), tokio_postgres::Error> {
     let rows: Vec<Row> = batch
         .iter()
@@ -301,7 +465,7 @@ pub fn memo_columns(memo: &Memo) -> (i16, Option<Vec<u8>>) {
 
 async fn copy_transactions(
     tx: &tokio_postgres::Transaction<'_>,
-    batch: &[LedgerPayments],
+    batch: &[&LedgerPayments],
 ) -> Result<(), tokio_postgres::Error> {
     let rows: Vec<Row> = batch
         .iter()
@@ -474,7 +638,7 @@ pub fn invoke_details(
 
 async fn copy_payments(
     tx: &tokio_postgres::Transaction<'_>,
-    batch: &[LedgerPayments],
+    batch: &[&LedgerPayments],
 ) -> Result<(), tokio_postgres::Error> {
     let rows: Vec<Row> = batch
         .iter()
@@ -520,7 +684,7 @@ async fn copy_payments(
 /// Participants, per-asset rows and per-(account, asset) rows of every record.
 async fn copy_index_rows(
     tx: &tokio_postgres::Transaction<'_>,
-    batch: &[LedgerPayments],
+    batch: &[&LedgerPayments],
 ) -> Result<(), tokio_postgres::Error> {
     let mut participants: Vec<Row> = Vec::new();
     let mut assets: Vec<Row> = Vec::new();
@@ -579,7 +743,7 @@ async fn copy_index_rows(
 /// ledgers must not regress it).
 async fn upsert_activity(
     tx: &tokio_postgres::Transaction<'_>,
-    batch: &[LedgerPayments],
+    batch: &[&LedgerPayments],
 ) -> Result<(), tokio_postgres::Error> {
     let mut newest: HashMap<String, (i64, i32)> = HashMap::new();
     for p in batch.iter().flat_map(|l| l.payments.iter()) {
@@ -595,6 +759,10 @@ async fn upsert_activity(
     if newest.is_empty() {
         return Ok(());
     }
+    // A stable order keeps concurrent writers (live and backfill) from deadlocking on
+    // the rows they both touch.
+    let mut newest: Vec<_> = newest.into_iter().collect();
+    newest.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let mut accounts = Vec::with_capacity(newest.len());
     let mut ids = Vec::with_capacity(newest.len());
     let mut ledgers = Vec::with_capacity(newest.len());

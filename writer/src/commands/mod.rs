@@ -1,6 +1,8 @@
 //! One module per writer command.
 
+pub mod backfill;
 pub mod extract;
+pub mod gaps;
 pub mod migrate;
 pub mod run;
 

@@ -268,3 +268,38 @@ pub fn free_port() -> u16 {
         .expect("addr")
         .port()
 }
+
+/// Writes `chain` as a data lake in the SEP-54 layout under a fresh temporary folder;
+/// the chain must fill whole batches.
+pub fn write_lake(
+    chain: &[LedgerCloseMeta],
+    ledgers_per_batch: u32,
+    batches_per_partition: u32,
+) -> tempfile::TempDir {
+    use shared::datalake::{Config, DataLake};
+    let dir = tempfile::tempdir().expect("tmp");
+    let lake = DataLake::create(
+        dir.path(),
+        Config {
+            network_passphrase: shared::network::PUBNET_PASSPHRASE.to_owned(),
+            ledgers_path: "ledgers".to_owned(),
+            compression: "zstd".to_owned(),
+            ledgers_per_batch,
+            batches_per_partition,
+        },
+    )
+    .expect("create lake");
+    for metas in chain.chunks(ledgers_per_batch as usize) {
+        let batch = stellar_xdr::LedgerCloseMetaBatch {
+            start_sequence: ledger_seq(&metas[0]),
+            end_sequence: ledger_seq(&metas[metas.len() - 1]),
+            ledger_close_metas: metas.to_vec().try_into().expect("fits"),
+        };
+        lake.write_batch(&batch, 1).expect("write batch");
+    }
+    dir
+}
+
+pub fn ledger_seq(meta: &LedgerCloseMeta) -> u32 {
+    shared::ledger_file::ledger_seq(meta)
+}
