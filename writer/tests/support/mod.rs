@@ -58,10 +58,9 @@ pub async fn simnet(chain: Vec<LedgerCloseMeta>, closed: usize) -> Simnet {
     Simnet::start(config).await.expect("simnet starts")
 }
 
-/// `writer run` arguments against a database and an RPC.
-pub fn run_args(database_url: &str, rpc_url: &str, extra: &[&str]) -> RunArgs {
-    let mut argv = vec![
-        "writer",
+/// The `writer run` command line the tests use, against a database and an RPC.
+fn run_argv(database_url: &str, rpc_url: &str, health: &str, extra: &[&str]) -> Vec<String> {
+    let mut argv: Vec<String> = [
         "run",
         "--database-url",
         database_url,
@@ -78,9 +77,23 @@ pub fn run_args(database_url: &str, rpc_url: &str, extra: &[&str]) -> RunArgs {
         "--max-backoff-ms",
         "400",
         "--health-listen",
+        health,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    argv.extend(extra.iter().map(|s| (*s).to_owned()));
+    argv
+}
+
+/// `writer run` arguments against a database and an RPC.
+pub fn run_args(database_url: &str, rpc_url: &str, extra: &[&str]) -> RunArgs {
+    let argv = std::iter::once("writer".to_owned()).chain(run_argv(
+        database_url,
+        rpc_url,
         "127.0.0.1:0",
-    ];
-    argv.extend_from_slice(extra);
+        extra,
+    ));
     match <Cli as clap::Parser>::try_parse_from(argv)
         .expect("valid arguments")
         .command
@@ -145,29 +158,11 @@ impl InProcessWriter {
 /// A writer as a real process (for kill -9 and signals).
 pub fn spawn_writer(database_url: &str, rpc_url: &str, health: &str, extra: &[&str]) -> Child {
     Command::new(env!("CARGO_BIN_EXE_writer"))
-        .args([
-            "run",
-            "--database-url",
-            database_url,
-            "--rpc-url",
-            rpc_url,
-            "--network",
-            "pubnet",
-            "--start",
-            "1000000",
-            "--poll-interval-ms",
-            "100",
-            "--standby-poll-ms",
-            "200",
-            "--max-backoff-ms",
-            "400",
-            "--health-listen",
-            health,
-        ])
-        .args(extra)
+        .args(run_argv(database_url, rpc_url, health, extra))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        // Never read: a piped stderr could fill up and block the writer.
+        .stderr(Stdio::null())
         .spawn()
         .expect("writer starts")
 }
