@@ -20,23 +20,46 @@ pub enum Command {
     #[command(subcommand)]
     Bench(BenchCommand),
     /// A Stellar RPC simulator: serves recorded ledgers, re-chained into one contiguous
-    /// chain, over JSON-RPC, closing one more ledger at a time.
+    /// chain (optionally continued by synthetic ones), over JSON-RPC, closing one more
+    /// ledger at a time.
     Simnet(SimnetArgs),
+    /// Synthetic Stellar chains.
+    #[command(subcommand)]
+    Synth(SynthCommand),
+    /// The whole system on this machine: Postgres primary + streaming replica, Redis, the
+    /// RPC simulator (or a real RPC) and a blue/green writer pair, until Ctrl-C.
+    Stack(crate::stack::StackArgs),
 }
 
 /// Arguments of `loadtest simnet`.
 #[derive(Debug, clap::Args)]
 pub struct SimnetArgs {
     /// Directory of ledger files (.xdr, .xdr.gz, base64 .txt/.txt.gz, data-lake .xdr.zstd).
+    /// May be omitted with `--synthetic`: the chain is then purely synthetic.
     #[arg(long, env = "SIMNET_LEDGERS")]
-    pub ledgers: PathBuf,
+    pub ledgers: Option<PathBuf>,
+    /// Synthetic ledgers appended after the recorded ones (the first follows the last
+    /// recorded one: next sequence, linked to its hash, closing 5 s later); without
+    /// `--ledgers`, the whole chain, from `--first-seq` (default 2).
+    #[arg(long, default_value_t = 0)]
+    pub synthetic: u32,
+    /// Payment records per synthetic ledger.
+    #[arg(long, default_value_t = 100)]
+    pub synthetic_payments: u32,
+    /// Accounts in the synthetic world.
+    #[arg(long, default_value_t = 10_000)]
+    pub synthetic_accounts: u32,
+    /// Seed of the synthetic ledgers.
+    #[arg(long, default_value_t = 1)]
+    pub synthetic_seed: u64,
     /// Address to listen on (loopback by default).
     #[arg(long, env = "SIMNET_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: std::net::SocketAddr,
     /// Network passphrase served by getNetwork, or `pubnet` / `testnet`.
     #[arg(long, default_value = "pubnet")]
     pub network: String,
-    /// Sequence of the first re-chained ledger (default: the lowest recorded one).
+    /// Sequence of the first re-chained ledger (default: the lowest recorded one; 2 for a
+    /// purely synthetic chain).
     #[arg(long)]
     pub first_seq: Option<u32>,
     /// Ledgers already closed at start.
@@ -62,12 +85,70 @@ pub struct SimnetArgs {
     pub seed: u64,
 }
 
+/// The synthetic chain commands.
+#[derive(Debug, Subcommand)]
+pub enum SynthCommand {
+    /// Writes a synthetic chain as a SEP-54 data lake (zstd `LedgerCloseMetaBatch` files
+    /// and `config.json`), streaming, in constant memory.
+    Datalake(SynthDatalakeArgs),
+}
+
+/// Arguments of `loadtest synth datalake`.
+#[derive(Debug, clap::Args)]
+pub struct SynthDatalakeArgs {
+    /// The data lake's root directory (created; must be empty unless `--force`).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Ledgers to write (rounded up to whole batches).
+    #[arg(long, default_value_t = 1_000)]
+    pub ledgers: u32,
+    /// Payment records per ledger.
+    #[arg(long, default_value_t = 100)]
+    pub payments_per_ledger: u32,
+    /// Accounts in the synthetic world (Zipf-popular).
+    #[arg(long, default_value_t = 10_000)]
+    pub accounts: u32,
+    /// Ledgers per batch file.
+    #[arg(long, default_value_t = 1)]
+    pub ledgers_per_batch: u32,
+    /// Batch files per partition folder.
+    #[arg(long, default_value_t = 64_000)]
+    pub batches_per_partition: u32,
+    /// Sequence of the first ledger (must start a batch).
+    #[arg(long, default_value_t = 2)]
+    pub first_seq: u32,
+    /// Seed: the same seed and settings write the same ledgers.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Network passphrase, or `pubnet` / `testnet`.
+    #[arg(long, default_value = "pubnet")]
+    pub network: String,
+    /// Zipf exponent of account popularity (0: uniform).
+    #[arg(long, default_value_t = 1.0)]
+    pub zipf: f64,
+    /// zstd compression level.
+    #[arg(long, default_value_t = 3)]
+    pub zstd_level: i32,
+    /// Close time of the first ledger, unix seconds (default: the generator's).
+    #[arg(long)]
+    pub first_close_time: Option<i64>,
+    /// Write into a non-empty directory (files of the same names are replaced).
+    #[arg(long)]
+    pub force: bool,
+}
+
 /// The benchmarks.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// Decode + extract of one ledger against bare XDR decode of the same bytes, on one
     /// core, in the same run.
     Extract(ExtractBenchArgs),
+    /// Live latency from the RPC closing a ledger to its rows on a streaming replica,
+    /// through the real writer, against plain replication latency in the same run.
+    LiveLatency(crate::bench::live_latency::LiveLatencyArgs),
+    /// Backfill throughput of a synthetic data lake through the real writer, against a raw
+    /// COPY of the same rows, with peak RSS and 1, 2, 4 workers.
+    Backfill(crate::bench::backfill::BackfillBenchArgs),
 }
 
 /// Arguments of `loadtest bench extract`.
@@ -99,7 +180,79 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Bench(BenchCommand::Extract(args)) => crate::bench::extract::run(&args),
         Command::Simnet(args) => run_simnet(args),
+        Command::Synth(SynthCommand::Datalake(args)) => run_synth_datalake(&args),
+        Command::Bench(BenchCommand::LiveLatency(args)) => {
+            async_runtime()?.block_on(crate::bench::live_latency::run(&args))
+        }
+        Command::Bench(BenchCommand::Backfill(args)) => {
+            async_runtime()?.block_on(crate::bench::backfill::run(&args))
+        }
+        Command::Stack(args) => async_runtime()?.block_on(crate::stack::run(&args)),
     }
+}
+
+fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn run_synth_datalake(args: &SynthDatalakeArgs) -> anyhow::Result<()> {
+    use crate::synth::{datalake, DatalakeOptions, SynthConfig};
+
+    let non_empty = std::fs::read_dir(&args.out)
+        .map(|mut entries| entries.next().is_some())
+        .unwrap_or(false);
+    if non_empty && !args.force {
+        anyhow::bail!(
+            "{} is not empty; choose another directory or pass --force",
+            args.out.display()
+        );
+    }
+    let defaults = SynthConfig::default();
+    let config = SynthConfig {
+        first_seq: args.first_seq,
+        ledgers: args.ledgers,
+        payments_per_ledger: args.payments_per_ledger,
+        accounts: args.accounts,
+        seed: args.seed,
+        network: shared::Network::new(crate::simnet::passphrase_for(&args.network)),
+        first_close_time: args.first_close_time.unwrap_or(defaults.first_close_time),
+        previous_hash: defaults.previous_hash,
+        zipf_exponent: args.zipf,
+    };
+    let options = DatalakeOptions {
+        ledgers_per_batch: args.ledgers_per_batch,
+        batches_per_partition: args.batches_per_partition,
+        zstd_level: args.zstd_level,
+    };
+    let target = u64::from(args.ledgers);
+    let started = std::time::Instant::now();
+    let mut reported = started;
+    let summary = datalake::write_datalake_with(&args.out, config, options, |progress| {
+        if reported.elapsed() >= std::time::Duration::from_secs(2) {
+            reported = std::time::Instant::now();
+            let (ledgers_per_s, payments_per_s) = datalake::rates(progress, started);
+            eprintln!(
+                "ledger {} ({}/{target}), {} payments, {ledgers_per_s:.0} ledgers/s, \
+                 {payments_per_s:.0} payments/s",
+                progress.last, progress.ledgers, progress.payments
+            );
+        }
+    })?;
+    let (ledgers_per_s, payments_per_s) = datalake::rates(&summary, started);
+    println!(
+        "wrote ledgers {}-{} ({} ledgers, {} payments, {:.1} MB) to {} in {:.1} s: \
+         {ledgers_per_s:.0} ledgers/s, {payments_per_s:.0} payments/s",
+        summary.first,
+        summary.last,
+        summary.ledgers,
+        summary.payments,
+        summary.bytes as f64 / 1e6,
+        args.out.display(),
+        started.elapsed().as_secs_f64(),
+    );
+    Ok(())
 }
 
 fn run_simnet(args: SimnetArgs) -> anyhow::Result<()> {
@@ -121,10 +274,40 @@ fn run_simnet(args: SimnetArgs) -> anyhow::Result<()> {
         retention: args.retention,
     };
     faults.validate().map_err(anyhow::Error::msg)?;
-    let chain = crate::simnet::load_chain(&args.ledgers, args.first_seq)
-        .with_context(|| format!("loading ledgers from {}", args.ledgers.display()))?;
+    let passphrase = crate::simnet::passphrase_for(&args.network);
+    let network = shared::Network::new(passphrase.clone());
+    let tail = crate::simnet::SyntheticTail {
+        payments_per_ledger: args.synthetic_payments,
+        accounts: args.synthetic_accounts,
+        seed: args.synthetic_seed,
+    };
+    let chain = match &args.ledgers {
+        Some(dir) => {
+            let recorded = crate::simnet::load_chain(dir, args.first_seq)
+                .with_context(|| format!("loading ledgers from {}", dir.display()))?;
+            if args.synthetic > 0 {
+                crate::simnet::recorded_then_synthetic(
+                    recorded,
+                    args.synthetic,
+                    tail.payments_per_ledger,
+                    tail.accounts,
+                    tail.seed,
+                    network,
+                )?
+            } else {
+                recorded
+            }
+        }
+        None if args.synthetic > 0 => crate::simnet::synthetic_chain(
+            args.first_seq.unwrap_or(2),
+            args.synthetic,
+            tail,
+            network,
+        )?,
+        None => anyhow::bail!("give --ledgers DIR (or SIMNET_LEDGERS), --synthetic N, or both"),
+    };
     let mut config = SimnetConfig::new(chain);
-    config.network_passphrase = crate::simnet::passphrase_for(&args.network);
+    config.network_passphrase = passphrase;
     config.initially_closed = args.initially_closed;
     config.close_interval = (args.close_interval_ms > 0)
         .then(|| std::time::Duration::from_millis(args.close_interval_ms));

@@ -3,9 +3,6 @@
 
 use std::fmt;
 
-use sha2::{Digest, Sha256};
-use stellar_xdr::{Limits, WriteXdr};
-
 use crate::address::AccountId;
 
 /// An asset code of 1 to 12 bytes, stored inline without padding.
@@ -196,13 +193,7 @@ impl Asset {
                 network_id: stellar_xdr::Hash(network_id),
                 contract_id_preimage: stellar_xdr::ContractIdPreimage::Asset(self.to_xdr()),
             });
-        let mut hasher = Sha256::new();
-        // Encoding a fixed-shape preimage into a hasher cannot fail.
-        let _ = preimage.write_xdr(&mut stellar_xdr::Limited::new(
-            crate::extract::hashing::HashWriter(&mut hasher),
-            Limits::none(),
-        ));
-        hasher.finalize().into()
+        crate::hashing::xdr_sha256(&preimage)
     }
 }
 

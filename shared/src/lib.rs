@@ -7,6 +7,7 @@ pub mod amount;
 pub mod asset;
 pub mod datalake;
 pub mod extract;
+pub mod hashing;
 pub mod horizon;
 pub mod ledger_file;
 pub mod network;

@@ -302,3 +302,76 @@ async fn gaps_finds_a_hole_left_on_purpose() {
     );
     assert!(gaps(&url).contains("no gaps"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_data_lake_backfills_to_exactly_the_generated_payments() {
+    use loadtest::synth::{generate, write_datalake, SynthConfig};
+    use std::collections::BTreeSet;
+
+    let cluster = PostgresCluster::start().expect("postgres");
+    let config = SynthConfig {
+        first_seq: 64,
+        ledgers: 48,
+        payments_per_ledger: 60,
+        accounts: 400,
+        seed: 11,
+        ..SynthConfig::default()
+    };
+    let lake = tempfile::tempdir().expect("tmp");
+    let summary = write_datalake(lake.path(), config.clone(), 8, 4).expect("data lake");
+    let (from, to) = (summary.first, summary.last);
+    let expected: Vec<shared::PaymentRecord> = generate(config).flat_map(|l| l.expected).collect();
+    assert_eq!(expected.len() as u64, summary.payments);
+
+    let url = cluster.primary_url();
+    let out = backfill(
+        &url,
+        lake.path().to_str().expect("path"),
+        from,
+        to,
+        &["--workers", "2", "--quiet"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(gaps(&url).contains("no gaps"));
+
+    let db = support::connect(&url).await;
+    let rows = db
+        .query("SELECT id, type, successful, source_account, destination, asset FROM payments ORDER BY id", &[])
+        .await
+        .expect("payments");
+    assert_eq!(rows.len(), expected.len());
+    for (row, record) in rows.iter().zip(&expected) {
+        assert_eq!(row.get::<_, i64>(0), record.id.to_i64());
+        assert_eq!(row.get::<_, i16>(1), record.payment_type().type_i());
+        assert_eq!(row.get::<_, bool>(2), record.successful());
+        assert_eq!(row.get::<_, String>(3), record.source.account.to_strkey());
+        assert_eq!(
+            row.get::<_, Option<String>>(4),
+            record.destination().map(|d| d.account.to_strkey())
+        );
+        assert_eq!(
+            row.get::<_, Option<String>>(5),
+            record.asset().map(|a| a.canonical())
+        );
+    }
+    let want: BTreeSet<(String, i64)> = expected
+        .iter()
+        .flat_map(|r| {
+            r.participants()
+                .into_iter()
+                .map(move |p| (p.address.to_strkey(), r.id.to_i64()))
+        })
+        .collect();
+    let got: BTreeSet<(String, i64)> = db
+        .query("SELECT account, payment_id FROM payment_participants", &[])
+        .await
+        .expect("participants")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(got, want);
+}

@@ -1,6 +1,8 @@
 //! Benchmarks, one module each.
 
+pub mod backfill;
 pub mod extract;
+pub mod live_latency;
 
 use std::time::{Duration, Instant};
 

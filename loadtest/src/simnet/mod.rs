@@ -15,8 +15,12 @@
 //! - `GET /admin/state`: `{"latest", "oldest", "total", "closed"}`.
 //!
 //! Every other POST, on any path, is JSON-RPC.
+//!
+//! The recorded ledgers can be continued (or replaced) by synthetic ones
+//! ([`continuation`]), for load tests that need a long chain.
 
 pub mod chain;
+pub mod continuation;
 pub mod rpc;
 mod state;
 
@@ -36,6 +40,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use chain::{load_chain, rechain, ChainError};
+pub use continuation::{recorded_then_synthetic, synthetic_chain, SyntheticTail};
 
 use state::{ServedLedger, State};
 

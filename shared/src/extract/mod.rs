@@ -7,7 +7,6 @@
 
 mod error;
 mod events;
-pub(crate) mod hashing;
 mod scan;
 
 use std::sync::Arc;
@@ -24,6 +23,7 @@ use events::{sac_balance_change, topic_symbol, SacRegistry};
 
 use crate::address::{AccountId, Address, MuxedAccountId};
 use crate::asset::Asset;
+use crate::hashing;
 use crate::network::Network;
 use crate::payment::{
     HostFunction, LedgerInfo, LedgerPayments, LedgerStats, Memo, PathPaymentStrictness,

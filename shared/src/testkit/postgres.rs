@@ -16,7 +16,8 @@
 //! `pg_ctl start`), so the child process *is* the postmaster named in `postmaster.pid`:
 //! [`PostgresCluster::kill_replica`] SIGKILLs it and reaps it, and nothing is left as a
 //! zombie or an orphan. Durability is switched off (`fsync`, `full_page_writes`,
-//! `synchronous_commit`) because the data dies with the test.
+//! `synchronous_commit`) because the data dies with the test, except in the `*_durable`
+//! variants that benchmarks use.
 //!
 //! The server binaries are looked for in `$TESTKIT_PG_BINDIR`, then `pg_config --bindir`,
 //! then `/usr/lib/postgresql/*/bin` (newest first), then `PATH`.
@@ -73,6 +74,8 @@ struct Context {
     run_as: Option<(u32, u32)>,
     /// The cluster directory: data directories, logs and Unix sockets.
     root: PathBuf,
+    /// Keep PostgreSQL's durable defaults (for benchmarks that claim durability figures).
+    durable: bool,
 }
 
 /// One postmaster.
@@ -104,16 +107,28 @@ enum Startup {
 impl PostgresCluster {
     /// Starts a primary alone. Blocks until it accepts connections and `payments` exists.
     pub fn start() -> Result<Self, TestkitError> {
-        Self::launch(false)
+        Self::launch(false, false)
     }
 
     /// Starts a primary and a streaming hot-standby replica of it. Blocks until both
     /// accept connections and the replica is in recovery.
     pub fn start_with_replica() -> Result<Self, TestkitError> {
-        Self::launch(true)
+        Self::launch(true, false)
     }
 
-    fn launch(with_replica: bool) -> Result<Self, TestkitError> {
+    /// Like [`Self::start`], but with durability on (fsync, full page writes and
+    /// synchronous commit at PostgreSQL's defaults): for benchmarks whose figures must
+    /// hold on a production primary.
+    pub fn start_durable() -> Result<Self, TestkitError> {
+        Self::launch(false, true)
+    }
+
+    /// Like [`Self::start_with_replica`], with durability on.
+    pub fn start_durable_with_replica() -> Result<Self, TestkitError> {
+        Self::launch(true, true)
+    }
+
+    fn launch(with_replica: bool, durable: bool) -> Result<Self, TestkitError> {
         let bin_dir = locate_bin_dir()?;
         let run_as = if running_as_root() {
             Some(os_user(SUPERUSER).ok_or_else(|| TestkitError::Missing {
@@ -139,6 +154,7 @@ impl PostgresCluster {
                 bin_dir,
                 run_as,
                 root,
+                durable,
             },
             primary,
             replica: None,
@@ -385,12 +401,13 @@ impl Context {
             .arg(&server.data)
             .args(["-p", &server.port.to_string()]);
         let socket_dir = self.root.display().to_string();
+        let durability = if self.durable { "on" } else { "off" };
         let settings: [(&str, &str); 12] = [
             ("listen_addresses", "127.0.0.1"),
             ("unix_socket_directories", &socket_dir),
-            ("fsync", "off"),
-            ("synchronous_commit", "off"),
-            ("full_page_writes", "off"),
+            ("fsync", durability),
+            ("synchronous_commit", durability),
+            ("full_page_writes", durability),
             ("shared_buffers", "64MB"),
             ("max_connections", "60"),
             ("wal_level", "replica"),
