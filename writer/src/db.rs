@@ -43,8 +43,19 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, DbError> {
 /// Applies every pending migration; returns how many were applied.
 pub async fn migrate(pool: &Pool) -> Result<usize, DbError> {
     let mut client = pool.get().await.map_err(|e| DbError::Pool(e.to_string()))?;
+    // Processes may start together on a fresh database (a writer and a backfill, or both
+    // colours of a blue/green pair): one migrates, the others wait and find it done.
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK_KEY])
+        .await?;
     let report = embedded::migrations::runner()
         .run_async(&mut **client)
+        .await;
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK_KEY])
         .await?;
-    Ok(report.applied_migrations().len())
+    Ok(report?.applied_migrations().len())
 }
+
+/// The advisory lock key that serialises migrations ("STELLARM").
+const MIGRATION_LOCK_KEY: i64 = 0x5354_454c_4c41_524d;

@@ -186,3 +186,42 @@ async fn two_writers_never_both_write_and_the_standby_takes_over() {
     assert!(wait_exit(&mut writers[standby], Duration::from_secs(20)).success());
     assert_eq!(dump(&url).await, reference, "no duplicate, no gap");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_starting_together_migrate_once() {
+    let cluster = PostgresCluster::start().expect("postgres");
+    let url = cluster.primary_url();
+    // All four start before any is waited for.
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_writer"))
+                .args(["migrate", "--database-url", &url])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("spawns")
+        })
+        .collect();
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("runs"))
+        .collect();
+    for out in &outputs {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let applied: usize = outputs
+        .iter()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(applied, 1, "exactly one process applied the migration");
+}
