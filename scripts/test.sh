@@ -25,7 +25,7 @@ cargo check --manifest-path fuzz/Cargo.toml --quiet
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
 # cargo prints one result line per test binary, the last often a doc-test run of zero:
 # close with the totals so the outcome is read from one line.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed\n", p, f }' "$log"

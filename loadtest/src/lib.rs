@@ -15,3 +15,18 @@ pub mod cli;
 pub mod simnet;
 pub mod stack;
 pub mod synth;
+
+/// A binary built next to this one (`writer`, `reader`), for the commands that start
+/// the real processes.
+pub fn sibling_binary(name: &str) -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context as _;
+    let exe = std::env::current_exe()?;
+    let path = exe.parent().context("binary folder")?.join(name);
+    if !path.is_file() {
+        anyhow::bail!(
+            "{} not found: build it first (cargo build --release -p {name})",
+            path.display()
+        );
+    }
+    Ok(path)
+}

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use shared::testkit::{PostgresCluster, RedisServer};
 use shared::Network;
 
@@ -56,18 +56,6 @@ async fn wait_for_stop_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn binary(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let path = exe.parent().context("binary folder")?.join(name);
-    if !path.is_file() {
-        bail!(
-            "{} not found: build it first (cargo build --release -p {name})",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
 fn network(name: &str) -> Network {
     match name {
         "pubnet" => Network::pubnet(),
@@ -78,7 +66,7 @@ fn network(name: &str) -> Network {
 
 /// Starts the stack and keeps it up until Ctrl-C.
 pub async fn run(args: &StackArgs) -> anyhow::Result<()> {
-    let writer_bin = binary("writer")?;
+    let writer_bin = crate::sibling_binary("writer")?;
     println!("starting PostgreSQL primary + streaming replica and Redis ...");
     let cluster = tokio::task::spawn_blocking(PostgresCluster::start_with_replica).await??;
     let redis = tokio::task::spawn_blocking(RedisServer::start).await??;

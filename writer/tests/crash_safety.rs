@@ -213,15 +213,16 @@ async fn processes_starting_together_migrate_once() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let applied: usize = outputs
+    let applied: Vec<usize> = outputs
         .iter()
         .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
+            let text = String::from_utf8_lossy(&o.stdout);
+            text.split_whitespace()
                 .next()
-                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| n.parse().ok())
                 .unwrap_or(0)
         })
-        .sum();
-    assert_eq!(applied, 1, "exactly one process applied the migration");
+        .collect();
+    // One process applied every migration; the others found them applied.
+    assert_eq!(applied.iter().filter(|n| **n > 0).count(), 1, "{applied:?}");
 }

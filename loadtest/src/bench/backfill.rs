@@ -96,17 +96,8 @@ struct Run {
 pub async fn run(args: &BackfillBenchArgs) -> anyhow::Result<()> {
     let writer_bin = match &args.writer_bin {
         Some(path) => path.clone(),
-        None => {
-            let exe = std::env::current_exe()?;
-            exe.parent().context("binary folder")?.join("writer")
-        }
+        None => crate::sibling_binary("writer")?,
     };
-    if !writer_bin.is_file() {
-        bail!(
-            "{} not found: build it first (cargo build --release -p writer)",
-            writer_bin.display()
-        );
-    }
     let ledgers = args
         .payments
         .div_ceil(u64::from(args.payments_per_ledger.max(1))) as u32;

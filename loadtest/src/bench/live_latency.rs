@@ -42,18 +42,6 @@ pub struct LiveLatencyArgs {
     pub writer_bin: Option<PathBuf>,
 }
 
-fn sibling_binary(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let path = exe.parent().context("binary folder")?.join(name);
-    if !path.is_file() {
-        bail!(
-            "{} not found: build it first (cargo build --release -p {name})",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -83,7 +71,7 @@ async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
 pub async fn run(args: &LiveLatencyArgs) -> anyhow::Result<()> {
     let writer_bin = match &args.writer_bin {
         Some(path) => path.clone(),
-        None => sibling_binary("writer")?,
+        None => crate::sibling_binary("writer")?,
     };
     let cluster =
         tokio::task::spawn_blocking(PostgresCluster::start_durable_with_replica).await??;
