@@ -12,6 +12,8 @@ pub mod horizon;
 pub mod ledger_file;
 pub mod network;
 pub mod payment;
+#[cfg(feature = "telemetry")]
+pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod toid;
