@@ -19,6 +19,7 @@ use shared::datalake::DataLake;
 use shared::{Extractor, LedgerPayments};
 use tokio_util::sync::CancellationToken;
 
+use crate::dictionary::Dictionaries;
 use crate::source::{FetchError, Fetched, RetryPolicy, RpcSource};
 use crate::store::{self, StoreError};
 
@@ -221,10 +222,13 @@ pub async fn run(
         show_progress,
         stop.clone(),
     ));
+    // One id cache for every worker: they write into the same database.
+    let dictionaries = Dictionaries::default();
     let mut tasks = Vec::new();
     for _ in 0..config.workers.max(1) {
         tasks.push(tokio::spawn(worker(
             pool.clone(),
+            dictionaries.clone(),
             source.clone(),
             extractor.clone(),
             config.clone(),
@@ -303,8 +307,10 @@ async fn report_progress(progress: Arc<Progress>, show: bool, stop: Cancellation
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn worker(
     pool: Pool,
+    dictionaries: Dictionaries,
     source: HistorySource,
     mut extractor: Extractor,
     config: BackfillConfig,
@@ -330,7 +336,7 @@ async fn worker(
             Err(reason) => return Err(BackfillError::Source { start, end, reason }),
         };
         let (ledgers_written, payments) =
-            commit_chunk(&pool, &config, start, end, &ledgers, &stop).await?;
+            commit_chunk(&pool, &dictionaries, &config, start, end, &ledgers, &stop).await?;
         progress
             .done
             .fetch_add(u64::from(end - start + 1), Ordering::Relaxed);
@@ -344,6 +350,7 @@ async fn worker(
 
 async fn commit_chunk(
     pool: &Pool,
+    dictionaries: &Dictionaries,
     config: &BackfillConfig,
     start: u32,
     end: u32,
@@ -356,6 +363,7 @@ async fn commit_chunk(
             Ok(mut client) => {
                 store::commit_backfill_chunk(
                     &mut client,
+                    dictionaries,
                     &config.network_passphrase,
                     start,
                     end,

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::announce::{Tip, TipAnnouncer};
+use crate::dictionary::Dictionaries;
 use crate::source::{FetchError, Fetched, RetryPolicy, RpcSource};
 use crate::status::{RetentionGap, Status};
 use crate::store::{self, StoreError};
@@ -169,8 +170,10 @@ pub async fn run(
         to_committer,
         fetcher_stop.clone(),
     ));
+    let dictionaries = Dictionaries::default();
     let outcome = commit_loop(
         &pool,
+        &dictionaries,
         &config,
         &status,
         &announcer,
@@ -184,8 +187,10 @@ pub async fn run(
     outcome
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn commit_loop(
     pool: &Pool,
+    dictionaries: &Dictionaries,
     config: &LiveConfig,
     status: &Status,
     announcer: &TipAnnouncer,
@@ -210,7 +215,8 @@ async fn commit_loop(
             FromFetcher::Fatal(error) => return Err(error.into()),
         };
         let started = Instant::now();
-        let summary = commit_with_retry(pool, config, status, &ledgers, lock_lost).await?;
+        let summary =
+            commit_with_retry(pool, dictionaries, config, status, &ledgers, lock_lost).await?;
         metrics::histogram!("writer_batch_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("writer_batch_ledgers").record(summary.ledgers as f64);
         status.set_rpc_latest(rpc_latest);
@@ -245,6 +251,7 @@ enum CommitFailure {
 /// back, so retrying is safe), anything that says the data is wrong stops ingestion.
 async fn commit_with_retry(
     pool: &Pool,
+    dictionaries: &Dictionaries,
     config: &LiveConfig,
     status: &Status,
     ledgers: &[LedgerPayments],
@@ -254,8 +261,13 @@ async fn commit_with_retry(
     loop {
         let result = match pool.get().await {
             Ok(mut client) => {
-                match store::commit_live_batch(&mut client, &config.network_passphrase, ledgers)
-                    .await
+                match store::commit_live_batch(
+                    &mut client,
+                    dictionaries,
+                    &config.network_passphrase,
+                    ledgers,
+                )
+                .await
                 {
                     Ok(summary) => Ok(summary),
                     Err(StoreError::Postgres(e)) if is_transient(&e) => {

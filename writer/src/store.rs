@@ -5,17 +5,20 @@
 //! condition), then every row goes in with binary COPY, then the cursor moves to the
 //! batch's last ledger. A crash at any point leaves all of the batch or none of it, and a
 //! second writer holding a stale view cannot commit over the first.
+//!
+//! The ids of the batch's addresses and assets are resolved before the transaction
+//! starts (see `dictionary`), so no batch transaction ever waits on a dictionary row.
 
 use std::collections::HashMap;
 
 use deadpool_postgres::Object;
-use futures_util::pin_mut;
 use serde_json::json;
 use shared::payment::{HostFunction, Memo, PaymentKind, Role};
 use shared::{LedgerPayments, PaymentRecord};
 use time::OffsetDateTime;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{ToSql, Type};
+
+use crate::copy::CopyIn;
+use crate::dictionary::{BatchIds, Dictionaries, DictionaryError};
 
 /// Where live ingestion stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +69,18 @@ pub enum StoreError {
     /// Postgres failed (the transaction rolled back).
     #[error("database: {0}")]
     Postgres(#[from] tokio_postgres::Error),
+    /// A dictionary entry vanished after it was added (rows were deleted by hand).
+    #[error("dictionary: {0}")]
+    Dictionary(String),
+}
+
+impl From<DictionaryError> for StoreError {
+    fn from(error: DictionaryError) -> Self {
+        match error {
+            DictionaryError::Postgres(e) => Self::Postgres(e),
+            missing @ DictionaryError::Missing { .. } => Self::Dictionary(missing.to_string()),
+        }
+    }
 }
 
 impl StoreError {
@@ -77,6 +92,7 @@ impl StoreError {
             Self::NetworkMismatch { .. } => "network_mismatch",
             Self::NotContiguous(_) => "not_contiguous",
             Self::Postgres(_) => "postgres",
+            Self::Dictionary(_) => "dictionary",
         }
     }
 }
@@ -124,6 +140,7 @@ pub struct BatchSummary {
 /// ever written twice; the cursor only moves forward.
 pub async fn commit_live_batch(
     client: &mut Object,
+    dictionaries: &Dictionaries,
     network_passphrase: &str,
     batch: &[LedgerPayments],
 ) -> Result<BatchSummary, StoreError> {
@@ -131,6 +148,7 @@ pub async fn commit_live_batch(
         return Ok(BatchSummary::default());
     };
     check_contiguous(batch)?;
+    let ids = dictionaries.resolve(client, batch).await?;
     let tx = client.transaction().await?;
     let cursor = tx
         .query_opt(
@@ -178,7 +196,7 @@ pub async fn commit_live_batch(
         }
     };
     let to_write = not_yet_stored(&tx, batch).await?;
-    write_rows(&tx, &to_write).await?;
+    write_rows(&tx, &ids, &to_write).await?;
     if last.ledger.sequence > cursor_ledger {
         tx.execute(
             "UPDATE ingest_cursor SET last_ledger = $1, last_ledger_hash = $2, updated_at = now()",
@@ -242,6 +260,7 @@ async fn not_yet_stored<'b>(
 /// contiguously after it. Returns the ledgers written and the payments they held.
 pub async fn commit_backfill_chunk(
     client: &mut Object,
+    dictionaries: &Dictionaries,
     network_passphrase: &str,
     start: u32,
     end: u32,
@@ -255,7 +274,16 @@ pub async fn commit_backfill_chunk(
             held.first().copied().unwrap_or(start),
         ));
     }
+    let ids = dictionaries.resolve(client, chunk).await?;
     let tx = client.transaction().await?;
+    // The commit need not wait for its WAL flush. The chunk's rows and its
+    // `backfill_ranges` row commit together, so a commit lost in a crash (the last few
+    // hundred milliseconds of WAL at most) loses the whole chunk, which a rerun simply
+    // writes again. Nothing durable can depend on a lost chunk: WAL is flushed in order,
+    // so any later synchronous commit (a live batch that skipped these ledgers, a cursor
+    // update) flushes this commit record first.
+    tx.batch_execute("SET LOCAL synchronous_commit = off")
+        .await?;
     if let Some(row) = tx
         .query_opt("SELECT network_passphrase FROM ingest_cursor", &[])
         .await?
@@ -304,7 +332,7 @@ pub async fn commit_backfill_chunk(
         }
     }
     let to_write = not_yet_stored(&tx, chunk).await?;
-    write_rows(&tx, &to_write).await?;
+    write_rows(&tx, &ids, &to_write).await?;
     tx.execute(
         "INSERT INTO backfill_ranges (start_ledger, end_ledger) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         &[&(start as i32), &(end as i32)],
@@ -368,8 +396,11 @@ fn check_contiguous(batch: &[LedgerPayments]) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn timestamp(unix: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp(unix).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+/// A close time as stored: out-of-range values (never on a real chain) become the epoch.
+fn unix_seconds(unix: i64) -> i64 {
+    OffsetDateTime::from_unix_timestamp(unix)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        .unix_timestamp()
 }
 
 /// A muxed id is an unsigned 64-bit value; it is stored bit for bit in a bigint.
@@ -385,71 +416,67 @@ fn direction(role: Role) -> i16 {
     }
 }
 
-/// Writes every row of `batch` inside the caller's transaction.
+/// Writes every row of `batch` inside the caller's transaction; `ids` holds the
+/// dictionary ids of every address and asset of the batch.
 pub async fn write_rows(
     tx: &tokio_postgres::Transaction<'_>,
+    ids: &BatchIds,
     batch: &[&LedgerPayments],
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<(), StoreError> {
     if batch.is_empty() {
         return Ok(());
     }
     copy_ledgers(tx, batch).await?;
     copy_transactions(tx, batch).await?;
     copy_payments(tx, batch).await?;
-    copy_index_rows(tx, batch).await?;
-    upsert_activity(tx, batch).await
+    copy_index_rows(tx, ids, batch).await?;
+    upsert_activity(tx, ids, batch).await
 }
 
-async fn copy_in(
-    tx: &tokio_postgres::Transaction<'_>,
-    statement: &str,
-    types: &[Type],
-    rows: Vec<Row>,
-) -> Result<(), tokio_postgres::Error> {
-    let sink = tx.copy_in(statement).await?;
-    let writer = BinaryCopyInWriter::new(sink, types);
-    pin_mut!(writer);
-    for row in rows {
-        let refs: Vec<&(dyn ToSql + Sync)> = row
-            .iter()
-            .map(|v| v.as_ref() as &(dyn ToSql + Sync))
-            .collect();
-        writer.as_mut().write(&refs).await?;
-    }
-    writer.finish().await?;
-    Ok(())
+fn account_id(
+    ids: &BatchIds,
+    address: &shared::payment::ParticipantAddress,
+) -> Result<i64, StoreError> {
+    ids.account(address).ok_or_else(|| {
+        StoreError::Dictionary(format!(
+            "no id resolved for address {}",
+            address.to_strkey()
+        ))
+    })
 }
 
-type Row = Vec<Box<dyn ToSql + Sync + Send>>;
+fn asset_id(ids: &BatchIds, asset: &shared::asset::Asset) -> Result<i32, StoreError> {
+    ids.asset(asset).ok_or_else(|| {
+        StoreError::Dictionary(format!("no id resolved for asset {}", asset.canonical()))
+    })
+}
 
 async fn copy_ledgers(
     tx: &tokio_postgres::Transaction<'_>,
     batch: &[&LedgerPayments],
 ) -> Result<(), tokio_postgres::Error> {
-    let rows: Vec<Row> = batch
-        .iter()
-        .map(|l| -> Row {
-            vec![
-                Box::new(l.ledger.sequence as i32),
-                Box::new(l.ledger.hash.to_vec()),
-                Box::new(l.ledger.previous_hash.to_vec()),
-                Box::new(timestamp(l.ledger.closed_at)),
-                Box::new(l.ledger.protocol_version as i32),
-                Box::new(l.stats.transactions as i32),
-                Box::new(l.stats.successful_transactions as i32),
-                Box::new(l.stats.operations as i32),
-                Box::new(l.payments.len() as i32),
-            ]
-        })
-        .collect();
-    copy_in(
+    let mut copy = CopyIn::start(
         tx,
         "COPY ledgers (sequence, hash, previous_hash, closed_at, protocol_version, transaction_count, \
          successful_transaction_count, operation_count, payment_count) FROM STDIN BINARY",
-        &[Type::INT4, Type::BYTEA, Type::BYTEA, Type::TIMESTAMPTZ, Type::INT4, Type::INT4, Type::INT4, Type::INT4, Type::INT4],
-        rows,
+        9,
     )
-    .await
+    .await?;
+    for l in batch {
+        copy.row()
+            .await?
+            .i32(l.ledger.sequence as i32)
+            .bytes(&l.ledger.hash)
+            .bytes(&l.ledger.previous_hash)
+            .timestamp(unix_seconds(l.ledger.closed_at))
+            .i32(l.ledger.protocol_version as i32)
+            .i32(l.stats.transactions as i32)
+            .i32(l.stats.successful_transactions as i32)
+            .i32(l.stats.operations as i32)
+            .i32(l.payments.len() as i32);
+    }
+    copy.finish().await?;
+    Ok(())
 }
 
 /// The memo as stored: type code and bytes.
@@ -467,46 +494,41 @@ async fn copy_transactions(
     tx: &tokio_postgres::Transaction<'_>,
     batch: &[&LedgerPayments],
 ) -> Result<(), tokio_postgres::Error> {
-    let rows: Vec<Row> = batch
-        .iter()
-        .flat_map(|l| l.transactions.iter())
-        .map(|t| -> Row {
-            let (memo_type, memo) = memo_columns(&t.memo);
-            vec![
-                Box::new(t.id.to_i64()),
-                Box::new(t.hash.to_vec()),
-                Box::new(t.ledger_seq as i32),
-                Box::new(timestamp(t.closed_at)),
-                Box::new(t.successful),
-                Box::new(t.source.account.to_strkey()),
-                Box::new(muxed(t.source.muxed_id)),
-                Box::new(t.source_sequence),
-                Box::new(t.fee_source.map(|f| f.account.to_strkey())),
-                Box::new(t.fee_source.and_then(|f| muxed(f.muxed_id))),
-                Box::new(t.inner_hash.map(|h| h.to_vec())),
-                Box::new(t.fee_charged),
-                Box::new(t.max_fee),
-                Box::new(t.operation_count as i32),
-                Box::new(memo_type),
-                Box::new(memo),
-                Box::new(t.time_bounds.map(|(min, _)| min as i64)),
-                Box::new(t.time_bounds.map(|(_, max)| max as i64)),
-            ]
-        })
-        .collect();
-    copy_in(
+    let mut copy = CopyIn::start(
         tx,
         "COPY transactions (id, hash, ledger_sequence, closed_at, successful, source_account, source_muxed_id, \
          source_sequence, fee_account, fee_muxed_id, inner_hash, fee_charged, max_fee, operation_count, memo_type, \
          memo, min_time, max_time) FROM STDIN BINARY",
-        &[
-            Type::INT8, Type::BYTEA, Type::INT4, Type::TIMESTAMPTZ, Type::BOOL, Type::TEXT, Type::INT8, Type::INT8,
-            Type::TEXT, Type::INT8, Type::BYTEA, Type::INT8, Type::INT8, Type::INT4, Type::INT2, Type::BYTEA,
-            Type::INT8, Type::INT8,
-        ],
-        rows,
+        18,
     )
-    .await
+    .await?;
+    for t in batch.iter().flat_map(|l| l.transactions.iter()) {
+        let (memo_type, memo) = memo_columns(&t.memo);
+        let source = t.source.account.to_strkey();
+        let fee_account = t.fee_source.map(|f| f.account.to_strkey());
+        copy.row()
+            .await?
+            .i64(t.id.to_i64())
+            .bytes(&t.hash)
+            .i32(t.ledger_seq as i32)
+            .timestamp(unix_seconds(t.closed_at))
+            .bool(t.successful)
+            .text(&source)
+            .opt_i64(muxed(t.source.muxed_id))
+            .i64(t.source_sequence)
+            .opt_text(fee_account.as_deref())
+            .opt_i64(t.fee_source.and_then(|f| muxed(f.muxed_id)))
+            .opt_bytes(t.inner_hash.as_ref().map(|h| h.as_slice()))
+            .i64(t.fee_charged)
+            .i64(t.max_fee)
+            .i32(t.operation_count as i32)
+            .i16(memo_type)
+            .opt_bytes(memo.as_deref())
+            .opt_i64(t.time_bounds.map(|(min, _)| min as i64))
+            .opt_i64(t.time_bounds.map(|(_, max)| max as i64));
+    }
+    copy.finish().await?;
+    Ok(())
 }
 
 /// The typed columns of a payment row, shared with tests and the reader's decoding.
@@ -640,116 +662,127 @@ async fn copy_payments(
     tx: &tokio_postgres::Transaction<'_>,
     batch: &[&LedgerPayments],
 ) -> Result<(), tokio_postgres::Error> {
-    let rows: Vec<Row> = batch
-        .iter()
-        .flat_map(|l| l.payments.iter())
-        .map(|p| -> Row {
-            let c = payment_columns(p);
-            vec![
-                Box::new(p.id.to_i64()),
-                Box::new(p.transaction.id.to_i64()),
-                Box::new(p.transaction.ledger_seq as i32),
-                Box::new(timestamp(p.transaction.closed_at)),
-                Box::new(p.payment_type().type_i()),
-                Box::new(p.successful()),
-                Box::new(p.source.account.to_strkey()),
-                Box::new(muxed(p.source.muxed_id)),
-                Box::new(c.destination),
-                Box::new(c.destination_muxed_id),
-                Box::new(c.asset),
-                Box::new(c.amount),
-                Box::new(c.source_asset),
-                Box::new(c.source_amount),
-                Box::new(c.amount_limit),
-                Box::new(c.path),
-                Box::new(c.details),
-            ]
-        })
-        .collect();
-    copy_in(
+    let mut copy = CopyIn::start(
         tx,
         "COPY payments (id, transaction_id, ledger_sequence, closed_at, type, successful, source_account, \
          source_muxed_id, destination, destination_muxed_id, asset, amount, source_asset, source_amount, \
          amount_limit, path, details) FROM STDIN BINARY",
-        &[
-            Type::INT8, Type::INT8, Type::INT4, Type::TIMESTAMPTZ, Type::INT2, Type::BOOL, Type::TEXT, Type::INT8,
-            Type::TEXT, Type::INT8, Type::TEXT, Type::INT8, Type::TEXT, Type::INT8, Type::INT8, Type::TEXT_ARRAY,
-            Type::JSONB,
-        ],
-        rows,
+        17,
     )
-    .await
+    .await?;
+    for p in batch.iter().flat_map(|l| l.payments.iter()) {
+        let c = payment_columns(p);
+        let source = p.source.account.to_strkey();
+        copy.row()
+            .await?
+            .i64(p.id.to_i64())
+            .i64(p.transaction.id.to_i64())
+            .i32(p.transaction.ledger_seq as i32)
+            .timestamp(unix_seconds(p.transaction.closed_at))
+            .i16(p.payment_type().type_i())
+            .bool(p.successful())
+            .text(&source)
+            .opt_i64(muxed(p.source.muxed_id))
+            .opt_text(c.destination.as_deref())
+            .opt_i64(c.destination_muxed_id)
+            .opt_text(c.asset.as_deref())
+            .opt_i64(c.amount)
+            .opt_text(c.source_asset.as_deref())
+            .opt_i64(c.source_amount)
+            .opt_i64(c.amount_limit)
+            .opt_text_array(c.path.as_deref())
+            .opt_jsonb(c.details.as_ref());
+    }
+    copy.finish().await?;
+    Ok(())
 }
 
-/// Participants, per-asset rows and per-(account, asset) rows of every record.
+/// History rows of every record: per account, per asset, per (account, asset).
 async fn copy_index_rows(
     tx: &tokio_postgres::Transaction<'_>,
+    ids: &BatchIds,
     batch: &[&LedgerPayments],
-) -> Result<(), tokio_postgres::Error> {
-    let mut participants: Vec<Row> = Vec::new();
-    let mut assets: Vec<Row> = Vec::new();
-    let mut account_assets: Vec<Row> = Vec::new();
+) -> Result<(), StoreError> {
+    // (account, payment, direction, successful), (asset, payment, successful),
+    // (account, asset, payment, direction, successful)
+    let mut accounts: Vec<(i64, i64, i16, bool)> = Vec::new();
+    let mut assets: Vec<(i32, i64, bool)> = Vec::new();
+    let mut account_assets: Vec<(i64, i32, i64, i16, bool)> = Vec::new();
+    let mut record_assets: Vec<i32> = Vec::with_capacity(4);
     for p in batch.iter().flat_map(|l| l.payments.iter()) {
         let id = p.id.to_i64();
         let ok = p.successful();
-        let record_assets: Vec<String> = p.assets().iter().map(|a| a.canonical()).collect();
-        for asset in &record_assets {
-            assets.push(vec![Box::new(asset.clone()), Box::new(id), Box::new(ok)]);
+        record_assets.clear();
+        for asset in p.assets() {
+            record_assets.push(asset_id(ids, &asset)?);
+        }
+        for &asset in &record_assets {
+            assets.push((asset, id, ok));
         }
         for participant in p.participants() {
-            let account = participant.address.to_strkey();
+            let account = account_id(ids, &participant.address)?;
             let dir = direction(participant.role);
-            for asset in &record_assets {
-                account_assets.push(vec![
-                    Box::new(account.clone()),
-                    Box::new(asset.clone()),
-                    Box::new(id),
-                    Box::new(dir),
-                    Box::new(ok),
-                ]);
+            for &asset in &record_assets {
+                account_assets.push((account, asset, id, dir, ok));
             }
-            participants.push(vec![
-                Box::new(account),
-                Box::new(id),
-                Box::new(dir),
-                Box::new(ok),
-            ]);
+            accounts.push((account, id, dir, ok));
         }
     }
-    copy_in(
+    // In index order: consecutive insertions land in the same, cached leaf pages.
+    accounts.sort_unstable();
+    assets.sort_unstable();
+    account_assets.sort_unstable();
+    let mut copy = CopyIn::start(
         tx,
-        "COPY payment_participants (account, payment_id, direction, successful) FROM STDIN BINARY",
-        &[Type::TEXT, Type::INT8, Type::INT2, Type::BOOL],
-        participants,
+        "COPY account_payments (account_id, payment_id, direction, successful) FROM STDIN BINARY",
+        4,
     )
     .await?;
-    copy_in(
+    for (account, id, dir, ok) in accounts {
+        copy.row().await?.i64(account).i64(id).i16(dir).bool(ok);
+    }
+    copy.finish().await?;
+    let mut copy = CopyIn::start(
         tx,
-        "COPY payment_assets (asset, payment_id, successful) FROM STDIN BINARY",
-        &[Type::TEXT, Type::INT8, Type::BOOL],
-        assets,
+        "COPY asset_payments (asset_id, payment_id, successful) FROM STDIN BINARY",
+        3,
     )
     .await?;
-    copy_in(
+    for (asset, id, ok) in assets {
+        copy.row().await?.i32(asset).i64(id).bool(ok);
+    }
+    copy.finish().await?;
+    let mut copy = CopyIn::start(
         tx,
-        "COPY account_asset_payments (account, asset, payment_id, direction, successful) FROM STDIN BINARY",
-        &[Type::TEXT, Type::TEXT, Type::INT8, Type::INT2, Type::BOOL],
-        account_assets,
+        "COPY account_asset_history (account_id, asset_id, payment_id, direction, successful) FROM STDIN BINARY",
+        5,
     )
-    .await
+    .await?;
+    for (account, asset, id, dir, ok) in account_assets {
+        copy.row()
+            .await?
+            .i64(account)
+            .i32(asset)
+            .i64(id)
+            .i16(dir)
+            .bool(ok);
+    }
+    copy.finish().await?;
+    Ok(())
 }
 
 /// Moves each touched address's last activity forward (never back: backfill of older
 /// ledgers must not regress it).
 async fn upsert_activity(
     tx: &tokio_postgres::Transaction<'_>,
+    ids: &BatchIds,
     batch: &[&LedgerPayments],
-) -> Result<(), tokio_postgres::Error> {
-    let mut newest: HashMap<String, (i64, i32)> = HashMap::new();
+) -> Result<(), StoreError> {
+    let mut newest: HashMap<i64, (i64, i32)> = HashMap::new();
     for p in batch.iter().flat_map(|l| l.payments.iter()) {
         for participant in p.participants() {
             let entry = newest
-                .entry(participant.address.to_strkey())
+                .entry(account_id(ids, &participant.address)?)
                 .or_insert((i64::MIN, 0));
             if p.id.to_i64() > entry.0 {
                 *entry = (p.id.to_i64(), p.transaction.ledger_seq as i32);
@@ -762,22 +795,22 @@ async fn upsert_activity(
     // A stable order keeps concurrent writers (live and backfill) from deadlocking on
     // the rows they both touch.
     let mut newest: Vec<_> = newest.into_iter().collect();
-    newest.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    newest.sort_unstable_by_key(|(account, _)| *account);
     let mut accounts = Vec::with_capacity(newest.len());
-    let mut ids = Vec::with_capacity(newest.len());
+    let mut payment_ids = Vec::with_capacity(newest.len());
     let mut ledgers = Vec::with_capacity(newest.len());
     for (account, (id, ledger)) in newest {
         accounts.push(account);
-        ids.push(id);
+        payment_ids.push(id);
         ledgers.push(ledger);
     }
     tx.execute(
-        "INSERT INTO account_activity (account, last_payment_id, last_ledger) \
-         SELECT * FROM unnest($1::text[], $2::bigint[], $3::int[]) \
-         ON CONFLICT (account) DO UPDATE SET \
-           last_payment_id = GREATEST(account_activity.last_payment_id, EXCLUDED.last_payment_id), \
-           last_ledger = GREATEST(account_activity.last_ledger, EXCLUDED.last_ledger)",
-        &[&accounts, &ids, &ledgers],
+        "INSERT INTO account_last_activity (account_id, last_payment_id, last_ledger) \
+         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[]) \
+         ON CONFLICT (account_id) DO UPDATE SET \
+           last_payment_id = GREATEST(account_last_activity.last_payment_id, EXCLUDED.last_payment_id), \
+           last_ledger = GREATEST(account_last_activity.last_ledger, EXCLUDED.last_ledger)",
+        &[&accounts, &payment_ids, &ledgers],
     )
     .await?;
     Ok(())

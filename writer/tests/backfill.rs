@@ -367,7 +367,10 @@ async fn generated_data_lake_backfills_to_exactly_the_generated_payments() {
         })
         .collect();
     let got: BTreeSet<(String, i64)> = db
-        .query("SELECT account, payment_id FROM payment_participants", &[])
+        .query(
+            "SELECT a.address, h.payment_id FROM account_payments h JOIN accounts a ON a.id = h.account_id",
+            &[],
+        )
         .await
         .expect("participants")
         .iter()

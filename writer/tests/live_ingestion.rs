@@ -114,7 +114,8 @@ async fn ingests_the_chain_exactly_and_the_replica_sees_each_tip() {
     }
     let got: BTreeSet<_> = db
         .query(
-            "SELECT account, payment_id, direction, successful FROM payment_participants",
+            "SELECT a.address, h.payment_id, h.direction, h.successful \
+             FROM account_payments h JOIN accounts a ON a.id = h.account_id",
             &[],
         )
         .await
@@ -130,6 +131,72 @@ async fn ingests_the_chain_exactly_and_the_replica_sees_each_tip() {
         })
         .collect();
     assert_eq!(got, want);
+    // Asset rows (per asset, and per account and asset) and each address's newest payment.
+    let mut want_assets = BTreeSet::new();
+    let mut want_account_assets = BTreeSet::new();
+    let mut want_newest = std::collections::BTreeMap::new();
+    for record in &records {
+        let id = record.id.to_i64();
+        for asset in record.assets() {
+            want_assets.insert((asset.canonical(), id, record.successful()));
+        }
+        for p in record.participants() {
+            for asset in record.assets() {
+                want_account_assets.insert((p.address.to_strkey(), asset.canonical(), id));
+            }
+            let newest = want_newest.entry(p.address.to_strkey()).or_insert((id, 0));
+            if id >= newest.0 {
+                *newest = (id, record.transaction.ledger_seq as i32);
+            }
+        }
+    }
+    assert!(want_assets.len() > 1000 && want_account_assets.len() > 2000);
+    let got: BTreeSet<_> = db
+        .query(
+            "SELECT s.asset, h.payment_id, h.successful FROM asset_payments h JOIN assets s ON s.id = h.asset_id",
+            &[],
+        )
+        .await
+        .expect("asset rows")
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1), r.get::<_, bool>(2)))
+        .collect();
+    assert_eq!(got, want_assets);
+    let got: BTreeSet<_> = db
+        .query(
+            "SELECT a.address, s.asset, h.payment_id FROM account_asset_history h \
+             JOIN accounts a ON a.id = h.account_id JOIN assets s ON s.id = h.asset_id",
+            &[],
+        )
+        .await
+        .expect("account asset rows")
+        .iter()
+        .map(|r| {
+            (
+                r.get::<_, String>(0),
+                r.get::<_, String>(1),
+                r.get::<_, i64>(2),
+            )
+        })
+        .collect();
+    assert_eq!(got, want_account_assets);
+    let got: std::collections::BTreeMap<_, _> = db
+        .query(
+            "SELECT a.address, x.last_payment_id, x.last_ledger FROM account_last_activity x \
+             JOIN accounts a ON a.id = x.account_id",
+            &[],
+        )
+        .await
+        .expect("last activity")
+        .iter()
+        .map(|r| {
+            (
+                r.get::<_, String>(0),
+                (r.get::<_, i64>(1), r.get::<_, i32>(2)),
+            )
+        })
+        .collect();
+    assert_eq!(got, want_newest);
     // Transactions: those with payments, by id and hash.
     let want: BTreeSet<_> = expected
         .iter()

@@ -7,8 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use loadtest::simnet::{rechain, Simnet, SimnetConfig};
-use shared::ledger_file::read_ledger_file;
+use loadtest::simnet::{Simnet, SimnetConfig};
 use shared::{Extractor, LedgerPayments, Network};
 use stellar_xdr::LedgerCloseMeta;
 use tokio_postgres::NoTls;
@@ -17,29 +16,12 @@ use writer::cli::{Cli, Command as WriterCommand, RunArgs};
 use writer::status::Status;
 
 pub fn fixtures() -> PathBuf {
-    std::env::var("STELLAR_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"))
+    loadtest::fixtures_dir()
 }
 
-/// Every recorded pubnet ledger (six single files, five early ones, the data-lake one)
-/// re-chained into 12 contiguous ledgers: meta V0, V1 and V2, protocols 2 to 26.
+/// Every recorded pubnet ledger re-chained into 12 contiguous ledgers from 1,000,000.
 pub fn fixture_chain() -> Vec<LedgerCloseMeta> {
-    let dir = fixtures();
-    let mut ledgers = Vec::new();
-    for seq in [30820015, 51000294, 57500008, 63092988, 63092990, 63092996] {
-        ledgers.extend(
-            read_ledger_file(&dir.join(format!("ledgers/pubnet/ledger-{seq}.xdr.gz")))
-                .expect("ledger"),
-        );
-    }
-    ledgers.extend(
-        read_ledger_file(&dir.join("ledgers/pubnet-early/ledgers-base64.txt.gz")).expect("early"),
-    );
-    ledgers.extend(
-        read_ledger_file(&dir.join("datalake/pubnet/FCD285FF--53312000.xdr.zstd")).expect("lake"),
-    );
-    rechain(ledgers, 1_000_000).expect("rechain")
+    loadtest::simnet::recorded_fixture_chain(&fixtures(), 1_000_000).expect("fixture chain")
 }
 
 /// The chain's ledgers as the extractor sees them.
@@ -208,10 +190,18 @@ pub async fn dump(url: &str) -> Vec<String> {
         "SELECT row_to_json(t)::text FROM (SELECT sequence, encode(hash, 'hex') AS hash, encode(previous_hash, 'hex') AS prev, closed_at, protocol_version, transaction_count, successful_transaction_count, operation_count, payment_count FROM ledgers ORDER BY sequence) t",
         "SELECT row_to_json(t)::text FROM (SELECT * FROM transactions ORDER BY id) t",
         "SELECT row_to_json(t)::text FROM (SELECT * FROM payments ORDER BY id) t",
-        "SELECT row_to_json(t)::text FROM (SELECT * FROM payment_participants ORDER BY account, payment_id) t",
-        "SELECT row_to_json(t)::text FROM (SELECT * FROM payment_assets ORDER BY asset, payment_id) t",
-        "SELECT row_to_json(t)::text FROM (SELECT * FROM account_asset_payments ORDER BY account, asset, payment_id) t",
-        "SELECT row_to_json(t)::text FROM (SELECT * FROM account_activity ORDER BY account) t",
+        // History rows by address and asset text: ids depend on the order writers met them.
+        "SELECT row_to_json(t)::text FROM (SELECT a.address, h.payment_id, h.direction, h.successful FROM account_payments h JOIN accounts a ON a.id = h.account_id ORDER BY a.address, h.payment_id) t",
+        "SELECT row_to_json(t)::text FROM (SELECT s.asset, h.payment_id, h.successful FROM asset_payments h JOIN assets s ON s.id = h.asset_id ORDER BY s.asset, h.payment_id) t",
+        "SELECT row_to_json(t)::text FROM (SELECT a.address, s.asset, h.payment_id, h.direction, h.successful FROM account_asset_history h JOIN accounts a ON a.id = h.account_id JOIN assets s ON s.id = h.asset_id ORDER BY a.address, s.asset, h.payment_id) t",
+        "SELECT row_to_json(t)::text FROM (SELECT a.address, x.last_payment_id, x.last_ledger FROM account_last_activity x JOIN accounts a ON a.id = x.account_id ORDER BY a.address) t",
+        // Every history row names a dictionary entry of its own kind (the joins above
+        // would silently drop one that does not).
+        "SELECT row_to_json(t)::text FROM (SELECT \
+           (SELECT count(*) FROM account_payments h LEFT JOIN accounts a ON a.id = h.account_id WHERE a.id IS NULL) AS orphan_account_payments, \
+           (SELECT count(*) FROM asset_payments h LEFT JOIN assets s ON s.id = h.asset_id WHERE s.id IS NULL) AS orphan_asset_payments, \
+           (SELECT count(*) FROM account_asset_history h LEFT JOIN accounts a ON a.id = h.account_id LEFT JOIN assets s ON s.id = h.asset_id WHERE a.id IS NULL OR s.id IS NULL) AS orphan_account_asset_history, \
+           (SELECT count(*) FROM account_last_activity x LEFT JOIN accounts a ON a.id = x.account_id WHERE a.id IS NULL) AS orphan_last_activity) t",
     ];
     let mut out = Vec::new();
     for query in queries {
