@@ -149,6 +149,12 @@ pub enum BenchCommand {
     /// Backfill throughput of a synthetic data lake through the real writer, against a raw
     /// COPY of the same rows, with peak RSS and 1, 2, 4 workers.
     Backfill(crate::bench::backfill::BackfillBenchArgs),
+    /// Reader requests/s on response-cache hits and 304s against `/constant` on the same
+    /// reader, driven by wrk.
+    ReaderCache(crate::bench::reader::cache::ReaderCacheBenchArgs),
+    /// Uncached account history on millions of payments (throughput and latency
+    /// percentiles), against `/constant` at the same concurrency, driven by wrk.
+    ReaderHistory(crate::bench::reader::history::ReaderHistoryBenchArgs),
 }
 
 /// Arguments of `loadtest bench extract`.
@@ -186,6 +192,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Backfill(args)) => {
             async_runtime()?.block_on(crate::bench::backfill::run(&args))
+        }
+        Command::Bench(BenchCommand::ReaderCache(args)) => {
+            async_runtime()?.block_on(crate::bench::reader::cache::run(&args))
+        }
+        Command::Bench(BenchCommand::ReaderHistory(args)) => {
+            async_runtime()?.block_on(crate::bench::reader::history::run(&args))
         }
         Command::Stack(args) => async_runtime()?.block_on(crate::stack::run(&args)),
     }

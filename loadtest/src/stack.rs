@@ -1,8 +1,9 @@
 //! `loadtest stack`: the whole system on this machine, from local processes (the same
 //! topology `docker-compose.yml` describes): a Postgres primary with a streaming replica,
 //! Redis, an RPC (the simulator replaying the recorded ledgers and then synthetic ones,
-//! or a real Stellar RPC from `STELLAR_RPC_URL`), and two writers, blue active and green
-//! as hot standby. Runs until Ctrl-C, then stops everything it started.
+//! or a real Stellar RPC from `STELLAR_RPC_URL`), two writers, blue active and green as
+//! hot standby, and two readers serving from the replica (the primary as fallback).
+//! Runs until Ctrl-C, then stops everything it started.
 
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -39,6 +40,9 @@ pub struct StackArgs {
     /// First port of the writers' health servers (blue, then green).
     #[arg(long, default_value_t = 9100)]
     pub health_port: u16,
+    /// First port of the readers' APIs (two readers: this port and the next).
+    #[arg(long, default_value_t = 8000)]
+    pub reader_port: u16,
 }
 
 /// Ctrl-C or SIGTERM: either stops the stack the same graceful way.
@@ -67,6 +71,7 @@ fn network(name: &str) -> Network {
 /// Starts the stack and keeps it up until Ctrl-C.
 pub async fn run(args: &StackArgs) -> anyhow::Result<()> {
     let writer_bin = crate::sibling_binary("writer")?;
+    let reader_bin = crate::sibling_binary("reader")?;
     println!("starting PostgreSQL primary + streaming replica and Redis ...");
     let cluster = tokio::task::spawn_blocking(PostgresCluster::start_with_replica).await??;
     let redis = tokio::task::spawn_blocking(RedisServer::start).await??;
@@ -126,6 +131,25 @@ pub async fn run(args: &StackArgs) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(500)).await;
     writers.push(spawn_writer("green", args.health_port + 1)?);
 
+    let replica_url = cluster.replica_url().unwrap_or_default();
+    let spawn_reader = |port: u16| -> anyhow::Result<Child> {
+        Command::new(&reader_bin)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--replica-url", &replica_url])
+            .args(["--primary-url", &cluster.primary_url()])
+            .args(["--redis-url", &redis.url()])
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .spawn()
+            .with_context(|| format!("starting the reader on port {port}"))
+    };
+    let mut readers = vec![
+        spawn_reader(args.reader_port)?,
+        spawn_reader(args.reader_port + 1)?,
+    ];
+
     println!();
     println!("the stack is up:");
     println!("  primary   {}", cluster.primary_url());
@@ -140,11 +164,24 @@ pub async fn run(args: &StackArgs) -> anyhow::Result<()> {
         args.health_port,
         args.health_port + 1
     );
-    println!("  readers   not in this build yet (the reader API is the next piece)");
+    println!(
+        "  readers   http://127.0.0.1:{}/payments and http://127.0.0.1:{}/payments",
+        args.reader_port,
+        args.reader_port + 1
+    );
     println!("press Ctrl-C to stop everything");
     wait_for_stop_signal().await?;
 
     println!("stopping ...");
+    for process in readers.iter_mut().chain(writers.iter_mut()) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(process.id().to_string())
+            .status();
+    }
+    for reader in &mut readers {
+        let _ = reader.wait();
+    }
     for writer in &mut writers {
         let _ = Command::new("kill")
             .arg("-TERM")

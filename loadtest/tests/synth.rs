@@ -24,9 +24,7 @@ use loadtest::simnet::{self, chain::header_entry, Simnet, SimnetConfig, Syntheti
 use loadtest::synth::{generate, write_datalake, SynthConfig, SyntheticLedger};
 
 fn fixtures() -> PathBuf {
-    std::env::var_os("STELLAR_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"))
+    loadtest::fixtures_dir()
 }
 
 fn config(seed: u64, ledgers: u32, payments: u32, accounts: u32) -> SynthConfig {

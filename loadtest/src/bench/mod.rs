@@ -3,6 +3,7 @@
 pub mod backfill;
 pub mod extract;
 pub mod live_latency;
+pub mod reader;
 
 use std::time::{Duration, Instant};
 

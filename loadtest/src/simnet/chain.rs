@@ -118,6 +118,26 @@ pub fn rechain(
     Ok(ledgers)
 }
 
+/// The recorded pubnet ledgers of the fixtures folder (six single ledgers, the five early
+/// base64 ones and the data-lake batch) re-chained from `first_seq`: 12 contiguous
+/// ledgers with meta V0, V1 and V2, protocols 2 to 26.
+pub fn recorded_fixture_chain(
+    fixtures: &Path,
+    first_seq: u32,
+) -> Result<Vec<LedgerCloseMeta>, ChainError> {
+    let mut files: Vec<PathBuf> = [30820015, 51000294, 57500008, 63092988, 63092990, 63092996]
+        .iter()
+        .map(|seq| fixtures.join(format!("ledgers/pubnet/ledger-{seq}.xdr.gz")))
+        .collect();
+    files.push(fixtures.join("ledgers/pubnet-early/ledgers-base64.txt.gz"));
+    files.push(fixtures.join("datalake/pubnet/FCD285FF--53312000.xdr.zstd"));
+    let mut ledgers = Vec::new();
+    for file in &files {
+        ledgers.extend(shared::ledger_file::read_ledger_file(file)?);
+    }
+    rechain(ledgers, first_seq)
+}
+
 /// Reads every ledger file of `dir` (any format [`shared::ledger_file`] reads) and
 /// re-chains them from `first_seq`, by default the lowest recorded sequence.
 pub fn load_chain(dir: &Path, first_seq: Option<u32>) -> Result<Vec<LedgerCloseMeta>, ChainError> {

@@ -39,7 +39,7 @@ use stellar_xdr::LedgerCloseMeta;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use chain::{load_chain, rechain, ChainError};
+pub use chain::{load_chain, rechain, recorded_fixture_chain, ChainError};
 pub use continuation::{recorded_then_synthetic, synthetic_chain, SyntheticTail};
 
 use state::{ServedLedger, State};
