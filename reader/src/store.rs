@@ -1,0 +1,227 @@
+//! The reader's queries. Every page is one keyset range scan over a primary key: the
+//! payments table itself for the global, ledger and transaction feeds, or one of the
+//! integer-keyed history tables (per account, per asset, per account and asset),
+//! joined to payments and transactions by id. Ranges are bounded by the source's tip,
+//! so a page depends only on (tip, request).
+
+use shared::payment::PaymentRecord;
+use shared::toid::Toid;
+use sqlx::{PgPool, Row as _};
+
+use crate::params::{Cursor, Order, PageRequest, Scope};
+use crate::problem::Problem;
+use crate::records::{payment_from_row, CorruptRow, PAYMENT_COLUMNS};
+
+/// A query failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// A stored row cannot be read back.
+    #[error(transparent)]
+    Corrupt(#[from] CorruptRow),
+}
+
+/// What a page query found.
+#[derive(Debug)]
+pub enum PageResult {
+    /// The records, in the requested order.
+    Records(Vec<PaymentRecord>),
+    /// The ledger or transaction does not exist (at this tip).
+    Missing(Problem),
+}
+
+fn ledger_start(seq: u32) -> i64 {
+    i64::from(seq) << 32
+}
+
+fn count_query() {
+    metrics::counter!("reader_db_queries_total").increment(1);
+}
+
+/// Reads one page of `request` as of ledger `tip`.
+pub async fn page(
+    pool: &PgPool,
+    request: &PageRequest,
+    tip: u32,
+) -> Result<PageResult, StoreError> {
+    // [lo, hi): ids in range.
+    let mut lo: i64 = 0;
+    let mut hi: i64 = ledger_start(tip.saturating_add(1));
+    match &request.scope {
+        Scope::All | Scope::Account(_) => {}
+        Scope::Ledger(seq) => {
+            if *seq > tip {
+                return Ok(PageResult::Missing(Problem::not_found(format!(
+                    "Ledger {seq} has not closed yet (the latest is {tip})."
+                ))));
+            }
+            count_query();
+            let exists = sqlx::query("SELECT 1 FROM ledgers WHERE sequence = $1")
+                .bind(*seq as i32)
+                .fetch_optional(pool)
+                .await?
+                .is_some();
+            if !exists {
+                return Ok(PageResult::Missing(Problem::not_found(format!(
+                    "Ledger {seq} is not in this history."
+                ))));
+            }
+            let (start, end) = Toid::ledger_range(*seq);
+            lo = start;
+            hi = end;
+        }
+        Scope::Transaction(hash) => {
+            count_query();
+            let row = sqlx::query("SELECT id, ledger_sequence FROM transactions WHERE hash = $1")
+                .bind(hash.as_slice())
+                .fetch_optional(pool)
+                .await?;
+            let missing = || {
+                PageResult::Missing(Problem::not_found(format!(
+                    "Transaction {} has no payments in this history.",
+                    hex::encode(hash)
+                )))
+            };
+            let Some(row) = row else {
+                return Ok(missing());
+            };
+            let ledger: i32 = row.try_get("ledger_sequence")?;
+            if ledger as u32 > tip {
+                return Ok(missing());
+            }
+            let id: i64 = row.try_get("id")?;
+            lo = id;
+            hi = id + (1 << 12);
+        }
+    }
+    if let Some(from) = request.from_time {
+        count_query();
+        let first: Option<i32> = sqlx::query_scalar(
+            "SELECT min(sequence) FROM ledgers WHERE closed_at >= to_timestamp($1)",
+        )
+        .bind(from as f64)
+        .fetch_one(pool)
+        .await?;
+        match first {
+            Some(seq) => lo = lo.max(ledger_start(seq as u32)),
+            None => return Ok(PageResult::Records(Vec::new())),
+        }
+    }
+    if let Some(to) = request.to_time {
+        count_query();
+        let last: Option<i32> = sqlx::query_scalar(
+            "SELECT max(sequence) FROM ledgers WHERE closed_at < to_timestamp($1)",
+        )
+        .bind(to as f64)
+        .fetch_one(pool)
+        .await?;
+        match last {
+            Some(seq) => hi = hi.min(ledger_start(seq as u32 + 1)),
+            None => return Ok(PageResult::Records(Vec::new())),
+        }
+    }
+    match (request.order, request.cursor) {
+        (_, Cursor::Start) => {}
+        (Order::Asc, Cursor::Now) => lo = lo.max(hi),
+        (Order::Desc, Cursor::Now) => {}
+        (Order::Asc, Cursor::After(t)) => lo = lo.max(t.saturating_add(1)),
+        (Order::Desc, Cursor::After(t)) => hi = hi.min(t),
+    }
+    if lo >= hi {
+        return Ok(PageResult::Records(Vec::new()));
+    }
+    Ok(PageResult::Records(range(pool, request, lo, hi).await?))
+}
+
+/// Records with ids in [lo, hi) matching the request's filters, one page of them.
+pub async fn range(
+    pool: &PgPool,
+    request: &PageRequest,
+    lo: i64,
+    hi: i64,
+) -> Result<Vec<PaymentRecord>, StoreError> {
+    let order = match request.order {
+        Order::Asc => "ASC",
+        Order::Desc => "DESC",
+    };
+    let account = match &request.scope {
+        Scope::Account(a) => Some(a.as_str()),
+        _ => None,
+    };
+    let asset = request.asset.as_ref().map(|a| a.canonical());
+    // $1 lo, $2 hi, $3 limit, $4 account, $5 asset, $6 direction codes.
+    let (from, mut conditions, id) = match (account.is_some(), asset.is_some()) {
+        (true, true) => (
+            "account_asset_history x JOIN payments p ON p.id = x.payment_id",
+            "x.account_id = (SELECT id FROM accounts WHERE address = $4) \
+             AND x.asset_id = (SELECT id FROM assets WHERE asset = $5)"
+                .to_owned(),
+            "x.payment_id",
+        ),
+        (true, false) => (
+            "account_payments x JOIN payments p ON p.id = x.payment_id",
+            "x.account_id = (SELECT id FROM accounts WHERE address = $4)".to_owned(),
+            "x.payment_id",
+        ),
+        (false, true) => (
+            "asset_payments x JOIN payments p ON p.id = x.payment_id",
+            "x.asset_id = (SELECT id FROM assets WHERE asset = $5)".to_owned(),
+            "x.payment_id",
+        ),
+        (false, false) => ("payments p", "true".to_owned(), "p.id"),
+    };
+    // The history tables carry `successful` and `direction` in their primary key's
+    // INCLUDE columns: filters are checked in the index.
+    let table = if id == "p.id" { "p" } else { "x" };
+    if !request.include_failed {
+        conditions.push_str(&format!(" AND {table}.successful"));
+    }
+    if request.direction.is_some() {
+        conditions.push_str(" AND x.direction = ANY($6)");
+    }
+    let sql = format!(
+        "SELECT {PAYMENT_COLUMNS} FROM {from} JOIN transactions t ON t.id = p.transaction_id \
+         WHERE {conditions} AND {id} >= $1 AND {id} < $2 ORDER BY {id} {order} LIMIT $3"
+    );
+    let directions: Vec<i16> = request
+        .direction
+        .map(|d| d.codes().to_vec())
+        .unwrap_or_default();
+    count_query();
+    let rows = sqlx::query(&sql)
+        .bind(lo)
+        .bind(hi)
+        .bind(i64::from(request.limit))
+        .bind(account)
+        .bind(asset)
+        .bind(directions)
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|row| payment_from_row(row).map_err(StoreError::from))
+        .collect()
+}
+
+/// An account's newest payment (id, ledger), for per-account ETags.
+pub async fn account_activity(
+    pool: &PgPool,
+    account: &str,
+) -> Result<Option<(i64, u32)>, sqlx::Error> {
+    count_query();
+    let row = sqlx::query(
+        "SELECT l.last_payment_id, l.last_ledger FROM account_last_activity l \
+         JOIN accounts a ON a.id = l.account_id WHERE a.address = $1",
+    )
+    .bind(account)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|r| {
+        Ok((
+            r.try_get("last_payment_id")?,
+            r.try_get::<i32, _>("last_ledger")? as u32,
+        ))
+    })
+    .transpose()
+}

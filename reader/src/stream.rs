@@ -1,0 +1,136 @@
+//! Server-sent events on the payments routes (`Accept: text/event-stream`), as Horizon
+//! streams: an `open` event, then every record in ascending order as `data` with its
+//! paging token as `id`, continuing as ledgers close. A client that reconnects with
+//! `Last-Event-ID` (or `cursor`) resumes right after the last record it saw. Streams per
+//! pod are bounded; each ends when the pod shuts down.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::http::{header, HeaderValue};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use shared::horizon::{payment_json, LinkBase};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::app::AppState;
+use crate::params::{Cursor, Order, PageRequest, MAX_LIMIT};
+use crate::policy::Class;
+use crate::problem::Problem;
+use crate::sources::is_source_failure;
+use crate::store::{self, PageResult};
+
+/// Opens a stream for `request` (its order is ascending whatever was asked).
+pub async fn open(state: AppState, mut request: PageRequest, base: LinkBase) -> Response {
+    let Ok(permit) = state.streams.clone().try_acquire_owned() else {
+        metrics::counter!("reader_rejected_total", "reason" => "streams").increment(1);
+        return Problem::unavailable("This reader has as many open streams as it allows.")
+            .into_response();
+    };
+    // The starting point is resolved now: `now` means the current best tip.
+    let start = match request.cursor {
+        Cursor::After(t) => t,
+        Cursor::Start => -1,
+        Cursor::Now => match state.sources.choose(&[]) {
+            // The last id the tip ledger could hold.
+            Ok(chosen) => ((i64::from(chosen.view.tip) + 1) << 32) - 1,
+            Err(problem) => return problem.into_response(),
+        },
+    };
+    request.order = Order::Asc;
+    request.limit = MAX_LIMIT;
+    let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(256);
+    let route = request.scope.route();
+    let cache_control = state
+        .policy
+        .current()
+        .value(route, Class::Stream)
+        .to_owned();
+    tokio::spawn(run(state, request, base, start, tx, permit));
+    let mut response = Sse::new(ReceiverStream::new(rx))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response();
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&cache_control) {
+        headers.insert(header::CACHE_CONTROL, v);
+    }
+    headers.insert(header::VARY, HeaderValue::from_static("Accept"));
+    // Tells nginx not to buffer the stream.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+async fn run(
+    state: AppState,
+    mut request: PageRequest,
+    base: LinkBase,
+    mut after: i64,
+    tx: mpsc::Sender<Result<Event, Infallible>>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    metrics::gauge!("reader_streams_active").increment(1.0);
+    let mut tips = state.sources.subscribe_tip();
+    let opened = Event::default()
+        .event("open")
+        .data("\"hello\"")
+        .retry(Duration::from_secs(1));
+    if tx.send(Ok(opened)).await.is_err() {
+        metrics::gauge!("reader_streams_active").decrement(1.0);
+        return;
+    }
+    'outer: loop {
+        request.cursor = if after < 0 {
+            Cursor::Start
+        } else {
+            Cursor::After(after)
+        };
+        let mut wait = true;
+        if let Ok(chosen) = state.sources.choose(&[]) {
+            match store::page(&chosen.source.pool, &request, chosen.view.tip).await {
+                Ok(PageResult::Records(records)) => {
+                    wait = records.len() < request.limit as usize;
+                    for record in &records {
+                        let json = payment_json(record, &base, request.join_transactions);
+                        let event = Event::default()
+                            .id(record.id.to_string())
+                            .data(json.to_string());
+                        if tx.send(Ok(event)).await.is_err() {
+                            break 'outer;
+                        }
+                        after = record.id.to_i64();
+                    }
+                    metrics::counter!("reader_stream_records_total")
+                        .increment(records.len() as u64);
+                }
+                Ok(PageResult::Missing(_)) => {}
+                Err(e) => {
+                    if let store::StoreError::Database(db) = &e {
+                        if is_source_failure(db) {
+                            chosen.source.mark_down(&db.to_string());
+                        }
+                    }
+                    tracing::warn!(error = %e, "stream query failed; retrying");
+                    tokio::select! {
+                        _ = state.shutdown.cancelled() => break,
+                        _ = tx.closed() => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                    continue;
+                }
+            }
+        }
+        if wait {
+            tokio::select! {
+                _ = state.shutdown.cancelled() => break,
+                _ = tx.closed() => break,
+                changed = tips.changed() => if changed.is_err() { break },
+                // Sources can also come back without the best tip moving.
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+        } else if state.shutdown.is_cancelled() {
+            break;
+        }
+    }
+    metrics::gauge!("reader_streams_active").decrement(1.0);
+}
