@@ -7,7 +7,7 @@ COPY . .
 RUN cargo build --release --locked -p writer -p reader -p loadtest
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/writer /src/target/release/reader /src/target/release/loadtest /usr/local/bin/
 USER 65534:65534
 ENTRYPOINT ["writer"]
