@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::http::{header, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use shared::horizon::{payment_json, LinkBase};
+use shared::horizon::{LinkBase, PaymentResource};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -91,10 +91,12 @@ async fn run(
                 Ok(PageResult::Records(records)) => {
                     wait = records.len() < request.limit as usize;
                     for record in &records {
-                        let json = payment_json(record, &base, request.join_transactions);
-                        let event = Event::default()
-                            .id(record.id.to_string())
-                            .data(json.to_string());
+                        let resource =
+                            PaymentResource::new(record, &base, request.join_transactions);
+                        let Ok(json) = serde_json::to_string(&resource) else {
+                            break 'outer;
+                        };
+                        let event = Event::default().id(record.id.to_string()).data(json);
                         if tx.send(Ok(event)).await.is_err() {
                             break 'outer;
                         }

@@ -4,14 +4,19 @@
 //! address plus `*_muxed` (`M...`) and `*_muxed_id` fields, ids are decimal strings.
 
 use base64::Engine as _;
-use serde_json::{json, Map, Value};
+use serde::ser::{SerializeMap, Serializer};
+use serde::Serialize;
+use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::address::{Address, MuxedAccountId};
 use crate::amount::format_stroops;
 use crate::asset::Asset;
-use crate::payment::{HostFunction, Memo, PaymentKind, PaymentRecord, TransactionContext};
+use crate::payment::{
+    AssetBalanceChange, HostFunction, Memo, PathPaymentStrictness, PaymentKind, PaymentRecord,
+    TransactionContext,
+};
 
 /// Renders a close time as Horizon does: RFC 3339, UTC, whole seconds.
 pub fn format_time(unix_seconds: i64) -> String {
@@ -26,169 +31,254 @@ pub fn format_time(unix_seconds: i64) -> String {
 pub struct LinkBase(pub String);
 
 impl LinkBase {
-    fn href(&self, path: &str) -> Value {
-        json!({ "href": format!("{}{}", self.0.trim_end_matches('/'), path) })
+    /// A HAL link to `path` under this base.
+    pub fn link(&self, path: std::fmt::Arguments<'_>) -> Link {
+        Link {
+            href: format!("{}{}", self.0.trim_end_matches('/'), path),
+        }
     }
 }
 
-fn put_muxed(out: &mut Map<String, Value>, field: &str, account: &MuxedAccountId) {
-    out.insert(field.to_owned(), Value::String(account.account.to_strkey()));
+/// A HAL link object: `{"href": ...}`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Link {
+    /// The target.
+    pub href: String,
+}
+
+/// The three keys a (possibly muxed) account takes in a resource.
+struct MuxedKeys {
+    base: &'static str,
+    muxed: &'static str,
+    id: &'static str,
+}
+
+macro_rules! muxed_keys {
+    ($field:literal) => {
+        MuxedKeys {
+            base: $field,
+            muxed: concat!($field, "_muxed"),
+            id: concat!($field, "_muxed_id"),
+        }
+    };
+}
+
+fn put_muxed<M: SerializeMap>(
+    out: &mut M,
+    keys: MuxedKeys,
+    account: &MuxedAccountId,
+) -> Result<(), M::Error> {
+    out.serialize_entry(keys.base, &account.account.to_strkey())?;
     if let (Some(muxed), Some(id)) = (account.muxed_strkey(), account.muxed_id) {
-        out.insert(format!("{field}_muxed"), Value::String(muxed));
-        out.insert(format!("{field}_muxed_id"), Value::String(id.to_string()));
+        out.serialize_entry(keys.muxed, &muxed)?;
+        out.serialize_entry(keys.id, &id.to_string())?;
     }
+    Ok(())
 }
 
-fn put_asset(out: &mut Map<String, Value>, prefix: &str, asset: &Asset) {
-    out.insert(
-        format!("{prefix}asset_type"),
-        Value::from(asset.type_name()),
-    );
+/// The three keys an asset takes in a resource, with or without the `source_` prefix.
+struct AssetKeys {
+    kind: &'static str,
+    code: &'static str,
+    issuer: &'static str,
+}
+
+const ASSET: AssetKeys = AssetKeys {
+    kind: "asset_type",
+    code: "asset_code",
+    issuer: "asset_issuer",
+};
+
+const SOURCE_ASSET: AssetKeys = AssetKeys {
+    kind: "source_asset_type",
+    code: "source_asset_code",
+    issuer: "source_asset_issuer",
+};
+
+fn put_asset<M: SerializeMap>(out: &mut M, keys: AssetKeys, asset: &Asset) -> Result<(), M::Error> {
+    out.serialize_entry(keys.kind, asset.type_name())?;
     if let (Some(code), Some(issuer)) = (asset.code(), asset.issuer()) {
-        out.insert(format!("{prefix}asset_code"), Value::from(code.to_string()));
-        out.insert(
-            format!("{prefix}asset_issuer"),
-            Value::from(issuer.to_strkey()),
-        );
+        out.serialize_entry(keys.code, &code.as_str())?;
+        out.serialize_entry(keys.issuer, &issuer.to_strkey())?;
+    }
+    Ok(())
+}
+
+/// An asset as an object of its own (a path payment's `path` entries).
+struct AssetObject<'a>(&'a Asset);
+
+impl Serialize for AssetObject<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut out = serializer.serialize_map(None)?;
+        put_asset(&mut out, ASSET, self.0)?;
+        out.end()
     }
 }
 
-fn asset_object(asset: &Asset) -> Value {
-    let mut out = Map::new();
-    put_asset(&mut out, "", asset);
-    Value::Object(out)
+/// One entry of `asset_balance_changes`.
+struct BalanceChangeObject<'a>(&'a AssetBalanceChange);
+
+impl Serialize for BalanceChangeObject<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let change = self.0;
+        let mut out = serializer.serialize_map(None)?;
+        put_asset(&mut out, ASSET, &change.asset)?;
+        out.serialize_entry("type", change.kind.as_str())?;
+        if let Some(from) = &change.from {
+            out.serialize_entry("from", &from.to_strkey())?;
+        }
+        if let Some(to) = &change.to {
+            out.serialize_entry("to", &to.to_strkey())?;
+        }
+        out.serialize_entry("amount", &format_stroops(change.amount))?;
+        if let Some(Address::Account(MuxedAccountId {
+            muxed_id: Some(id), ..
+        })) = &change.to
+        {
+            out.serialize_entry("destination_muxed_id", &id.to_string())?;
+        }
+        out.end()
+    }
 }
 
-fn address_text(address: &Address) -> String {
-    address.to_strkey()
+/// One of an invoked host function's `parameters`.
+#[derive(Serialize)]
+struct Parameter<'a> {
+    value: std::borrow::Cow<'a, str>,
+    #[serde(rename = "type")]
+    kind: &'a str,
 }
 
-/// Renders one payment record as Horizon's operation resource for its type, with
-/// `transaction_successful`. `transaction`, when given, is embedded (`join=transactions`).
-pub fn payment_json(record: &PaymentRecord, links: &LinkBase, embed_transaction: bool) -> Value {
-    let id = record.id.to_string();
-    let tx = &record.transaction;
-    let tx_hash = hex::encode(tx.hash);
-    let payment_type = record.payment_type();
-    let mut out = Map::new();
-    out.insert(
-        "_links".into(),
-        json!({
-            "self": links.href(&format!("/operations/{id}")),
-            "transaction": links.href(&format!("/transactions/{tx_hash}")),
-        }),
-    );
-    out.insert("id".into(), Value::String(id.clone()));
-    out.insert("paging_token".into(), Value::String(id));
-    out.insert("transaction_successful".into(), Value::Bool(tx.successful));
-    put_muxed(&mut out, "source_account", &record.source);
-    out.insert("type".into(), Value::from(payment_type.as_str()));
-    out.insert("type_i".into(), Value::from(payment_type.type_i()));
-    out.insert(
-        "created_at".into(),
-        Value::String(format_time(tx.closed_at)),
-    );
-    out.insert("transaction_hash".into(), Value::String(tx_hash));
+/// Horizon's operation resource for one payment record, with `transaction_successful`
+/// and, when asked (`join=transactions`), the transaction embedded. It serialises
+/// straight to the output, without an intermediate JSON tree.
+#[derive(Clone, Copy, Debug)]
+pub struct PaymentResource<'a> {
+    record: &'a PaymentRecord,
+    links: &'a LinkBase,
+    embed_transaction: bool,
+}
 
-    match &record.kind {
-        PaymentKind::CreateAccount {
-            account,
-            starting_balance,
-        } => {
-            out.insert(
-                "starting_balance".into(),
-                format_stroops((*starting_balance).into()).into(),
-            );
-            put_muxed(&mut out, "funder", &record.source);
-            out.insert("account".into(), Value::String(account.to_strkey()));
+impl<'a> PaymentResource<'a> {
+    /// The resource for `record`, its links under `links`.
+    pub fn new(record: &'a PaymentRecord, links: &'a LinkBase, embed_transaction: bool) -> Self {
+        Self {
+            record,
+            links,
+            embed_transaction,
         }
-        PaymentKind::Payment { to, asset, amount } => {
-            put_asset(&mut out, "", asset);
-            put_muxed(&mut out, "from", &record.source);
-            put_muxed(&mut out, "to", to);
-            out.insert("amount".into(), format_stroops((*amount).into()).into());
-        }
-        PaymentKind::PathPayment {
-            strict,
-            to,
-            asset,
-            amount,
-            source_asset,
-            source_amount,
-            limit,
-            path,
-        } => {
-            put_asset(&mut out, "", asset);
-            put_muxed(&mut out, "from", &record.source);
-            put_muxed(&mut out, "to", to);
-            out.insert("amount".into(), format_stroops((*amount).into()).into());
-            out.insert(
-                "path".into(),
-                Value::Array(path.iter().map(asset_object).collect()),
-            );
-            out.insert(
-                "source_amount".into(),
-                format_stroops((*source_amount).into()).into(),
-            );
-            let limit_field = match strict {
-                crate::payment::PathPaymentStrictness::StrictReceive => "source_max",
-                crate::payment::PathPaymentStrictness::StrictSend => "destination_min",
-            };
-            out.insert(limit_field.into(), format_stroops((*limit).into()).into());
-            put_asset(&mut out, "source_", source_asset);
-        }
-        PaymentKind::AccountMerge { into, amount } => {
-            put_muxed(&mut out, "account", &record.source);
-            put_muxed(&mut out, "into", into);
-            if let Some(amount) = amount {
-                out.insert("amount".into(), format_stroops((*amount).into()).into());
+    }
+}
+
+#[derive(Serialize)]
+struct PaymentLinks {
+    #[serde(rename = "self")]
+    own: Link,
+    transaction: Link,
+}
+
+impl Serialize for PaymentResource<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let record = self.record;
+        let id = record.id.to_string();
+        let tx = &record.transaction;
+        let tx_hash = hex::encode(tx.hash);
+        let payment_type = record.payment_type();
+        let mut out = serializer.serialize_map(None)?;
+        out.serialize_entry(
+            "_links",
+            &PaymentLinks {
+                own: self.links.link(format_args!("/operations/{id}")),
+                transaction: self.links.link(format_args!("/transactions/{tx_hash}")),
+            },
+        )?;
+        out.serialize_entry("id", &id)?;
+        out.serialize_entry("paging_token", &id)?;
+        out.serialize_entry("transaction_successful", &tx.successful)?;
+        put_muxed(&mut out, muxed_keys!("source_account"), &record.source)?;
+        out.serialize_entry("type", payment_type.as_str())?;
+        out.serialize_entry("type_i", &payment_type.type_i())?;
+        out.serialize_entry("created_at", &format_time(tx.closed_at))?;
+        out.serialize_entry("transaction_hash", &tx_hash)?;
+
+        match &record.kind {
+            PaymentKind::CreateAccount {
+                account,
+                starting_balance,
+            } => {
+                out.serialize_entry(
+                    "starting_balance",
+                    &format_stroops((*starting_balance).into()),
+                )?;
+                put_muxed(&mut out, muxed_keys!("funder"), &record.source)?;
+                out.serialize_entry("account", &account.to_strkey())?;
+            }
+            PaymentKind::Payment { to, asset, amount } => {
+                put_asset(&mut out, ASSET, asset)?;
+                put_muxed(&mut out, muxed_keys!("from"), &record.source)?;
+                put_muxed(&mut out, muxed_keys!("to"), to)?;
+                out.serialize_entry("amount", &format_stroops((*amount).into()))?;
+            }
+            PaymentKind::PathPayment {
+                strict,
+                to,
+                asset,
+                amount,
+                source_asset,
+                source_amount,
+                limit,
+                path,
+            } => {
+                put_asset(&mut out, ASSET, asset)?;
+                put_muxed(&mut out, muxed_keys!("from"), &record.source)?;
+                put_muxed(&mut out, muxed_keys!("to"), to)?;
+                out.serialize_entry("amount", &format_stroops((*amount).into()))?;
+                let path: Vec<AssetObject<'_>> = path.iter().map(AssetObject).collect();
+                out.serialize_entry("path", &path)?;
+                out.serialize_entry("source_amount", &format_stroops((*source_amount).into()))?;
+                let limit_field = match strict {
+                    PathPaymentStrictness::StrictReceive => "source_max",
+                    PathPaymentStrictness::StrictSend => "destination_min",
+                };
+                out.serialize_entry(limit_field, &format_stroops((*limit).into()))?;
+                put_asset(&mut out, SOURCE_ASSET, source_asset)?;
+            }
+            PaymentKind::AccountMerge { into, amount } => {
+                put_muxed(&mut out, muxed_keys!("account"), &record.source)?;
+                put_muxed(&mut out, muxed_keys!("into"), into)?;
+                if let Some(amount) = amount {
+                    out.serialize_entry("amount", &format_stroops((*amount).into()))?;
+                }
+            }
+            PaymentKind::InvokeHostFunction {
+                function,
+                balance_changes,
+            } => {
+                out.serialize_entry("function", function.horizon_name())?;
+                let (parameters, address, salt) = host_function_fields(function);
+                out.serialize_entry("parameters", &parameters)?;
+                out.serialize_entry("address", &address)?;
+                out.serialize_entry("salt", &salt)?;
+                let changes: Vec<BalanceChangeObject<'_>> =
+                    balance_changes.iter().map(BalanceChangeObject).collect();
+                out.serialize_entry("asset_balance_changes", &changes)?;
             }
         }
-        PaymentKind::InvokeHostFunction {
-            function,
-            balance_changes,
-        } => {
-            out.insert("function".into(), Value::from(function.horizon_name()));
-            let (parameters, address, salt) = host_function_fields(function);
-            out.insert("parameters".into(), parameters);
-            out.insert("address".into(), Value::String(address));
-            out.insert("salt".into(), Value::String(salt));
-            let changes = balance_changes
-                .iter()
-                .map(|change| {
-                    let mut c = Map::new();
-                    put_asset(&mut c, "", &change.asset);
-                    c.insert("type".into(), Value::from(change.kind.as_str()));
-                    if let Some(from) = &change.from {
-                        c.insert("from".into(), Value::String(address_text(from)));
-                    }
-                    if let Some(to) = &change.to {
-                        c.insert("to".into(), Value::String(address_text(to)));
-                    }
-                    c.insert(
-                        "amount".into(),
-                        Value::String(format_stroops(change.amount)),
-                    );
-                    if let Some(Address::Account(MuxedAccountId {
-                        muxed_id: Some(id), ..
-                    })) = &change.to
-                    {
-                        c.insert("destination_muxed_id".into(), Value::String(id.to_string()));
-                    }
-                    Value::Object(c)
-                })
-                .collect();
-            out.insert("asset_balance_changes".into(), Value::Array(changes));
+        if self.embed_transaction {
+            out.serialize_entry("transaction", &TransactionResource::new(tx, self.links))?;
         }
+        out.end()
     }
-    if embed_transaction {
-        out.insert("transaction".into(), transaction_json(tx, links));
-    }
-    Value::Object(out)
 }
 
-fn host_function_fields(function: &HostFunction) -> (Value, String, String) {
-    let param = |ty: &str, value: String| json!({ "value": value, "type": ty });
+/// Renders one payment record as Horizon's operation resource for its type, as a JSON
+/// tree (see [`PaymentResource`] to serialise without one).
+pub fn payment_json(record: &PaymentRecord, links: &LinkBase, embed_transaction: bool) -> Value {
+    // Every key is a string, so conversion to a tree cannot fail.
+    serde_json::to_value(PaymentResource::new(record, links, embed_transaction)).unwrap_or_default()
+}
+
+fn host_function_fields(function: &HostFunction) -> (Vec<Parameter<'_>>, String, String) {
     match function {
         HostFunction::InvokeContract {
             contract,
@@ -197,18 +287,29 @@ fn host_function_fields(function: &HostFunction) -> (Value, String, String) {
         } => {
             // Horizon lists the contract address and the function name first, as values.
             let mut params = Vec::with_capacity(args.len() + 2);
-            let address = stellar_address_scval(contract);
-            params.push(param("Address", address));
-            params.push(param("Sym", symbol_scval(function)));
-            params.extend(args.iter().map(|(ty, value)| param(ty, value.clone())));
-            (Value::Array(params), String::new(), String::new())
+            params.push(Parameter {
+                value: stellar_address_scval(contract).into(),
+                kind: "Address",
+            });
+            params.push(Parameter {
+                value: symbol_scval(function).into(),
+                kind: "Sym",
+            });
+            params.extend(args.iter().map(|(kind, value)| Parameter {
+                value: value.as_str().into(),
+                kind,
+            }));
+            (params, String::new(), String::new())
         }
         HostFunction::CreateContract { deployer, salt, .. } => (
-            Value::Array(Vec::new()),
-            deployer.as_ref().map(address_text).unwrap_or_default(),
+            Vec::new(),
+            deployer
+                .as_ref()
+                .map(Address::to_strkey)
+                .unwrap_or_default(),
             salt.map(|s| u256_decimal(&s)).unwrap_or_default(),
         ),
-        HostFunction::UploadWasm => (Value::Array(Vec::new()), String::new(), String::new()),
+        HostFunction::UploadWasm => (Vec::new(), String::new(), String::new()),
     }
 }
 
@@ -265,83 +366,120 @@ fn u256_decimal(bytes: &[u8; 32]) -> String {
     String::from_utf8(digits).unwrap_or_default()
 }
 
-/// Renders a transaction as Horizon's transaction resource (the fields this system keeps).
+/// Horizon's transaction resource (the fields this system keeps), serialised straight
+/// to the output.
+#[derive(Clone, Copy, Debug)]
+pub struct TransactionResource<'a> {
+    tx: &'a TransactionContext,
+    links: &'a LinkBase,
+}
+
+impl<'a> TransactionResource<'a> {
+    /// The resource for `tx`, its links under `links`.
+    pub fn new(tx: &'a TransactionContext, links: &'a LinkBase) -> Self {
+        Self { tx, links }
+    }
+}
+
+#[derive(Serialize)]
+struct TransactionLinks {
+    #[serde(rename = "self")]
+    own: Link,
+    ledger: Link,
+    payments: Link,
+}
+
+#[derive(Serialize)]
+struct TimeBounds {
+    min_time: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_time: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Preconditions {
+    timebounds: TimeBounds,
+}
+
+#[derive(Serialize)]
+struct HashOnly<'a> {
+    hash: &'a str,
+}
+
+impl Serialize for TransactionResource<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let tx = self.tx;
+        let hash = hex::encode(tx.hash);
+        let mut out = serializer.serialize_map(None)?;
+        out.serialize_entry(
+            "_links",
+            &TransactionLinks {
+                own: self.links.link(format_args!("/transactions/{hash}")),
+                ledger: self.links.link(format_args!("/ledgers/{}", tx.ledger_seq)),
+                payments: self
+                    .links
+                    .link(format_args!("/transactions/{hash}/payments")),
+            },
+        )?;
+        out.serialize_entry("id", &hash)?;
+        out.serialize_entry("paging_token", &tx.id.to_string())?;
+        out.serialize_entry("successful", &tx.successful)?;
+        out.serialize_entry("hash", &hash)?;
+        out.serialize_entry("ledger", &tx.ledger_seq)?;
+        out.serialize_entry("created_at", &format_time(tx.closed_at))?;
+        put_muxed(&mut out, muxed_keys!("source_account"), &tx.source)?;
+        out.serialize_entry("source_account_sequence", &tx.source_sequence.to_string())?;
+        put_muxed(
+            &mut out,
+            muxed_keys!("fee_account"),
+            tx.fee_source.as_ref().unwrap_or(&tx.source),
+        )?;
+        out.serialize_entry("fee_charged", &tx.fee_charged.to_string())?;
+        out.serialize_entry("max_fee", &tx.max_fee.to_string())?;
+        out.serialize_entry("operation_count", &tx.operation_count)?;
+        out.serialize_entry("memo_type", tx.memo.type_name())?;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        match &tx.memo {
+            Memo::None => {}
+            Memo::Text(bytes) => {
+                out.serialize_entry("memo", &String::from_utf8_lossy(bytes))?;
+                out.serialize_entry("memo_bytes", &b64(bytes))?;
+            }
+            Memo::Id(id) => out.serialize_entry("memo", &id.to_string())?,
+            Memo::Hash(h) | Memo::Return(h) => out.serialize_entry("memo", &b64(h))?,
+        }
+        if let Some((min, max)) = tx.time_bounds {
+            out.serialize_entry("valid_after", &format_time(min as i64))?;
+            if max != 0 {
+                out.serialize_entry("valid_before", &format_time(max as i64))?;
+            }
+            out.serialize_entry(
+                "preconditions",
+                &Preconditions {
+                    timebounds: TimeBounds {
+                        min_time: min.to_string(),
+                        max_time: (max != 0).then(|| max.to_string()),
+                    },
+                },
+            )?;
+        }
+        if let (Some(inner), Some(_)) = (tx.inner_hash, tx.fee_source) {
+            out.serialize_entry("fee_bump_transaction", &HashOnly { hash: &hash })?;
+            out.serialize_entry(
+                "inner_transaction",
+                &HashOnly {
+                    hash: &hex::encode(inner),
+                },
+            )?;
+        }
+        out.end()
+    }
+}
+
+/// Renders a transaction as Horizon's transaction resource, as a JSON tree (see
+/// [`TransactionResource`] to serialise without one).
 pub fn transaction_json(tx: &TransactionContext, links: &LinkBase) -> Value {
-    let hash = hex::encode(tx.hash);
-    let mut out = Map::new();
-    out.insert(
-        "_links".into(),
-        json!({
-            "self": links.href(&format!("/transactions/{hash}")),
-            "ledger": links.href(&format!("/ledgers/{}", tx.ledger_seq)),
-            "payments": links.href(&format!("/transactions/{hash}/payments")),
-        }),
-    );
-    out.insert("id".into(), Value::String(hash.clone()));
-    out.insert("paging_token".into(), Value::String(tx.id.to_string()));
-    out.insert("successful".into(), Value::Bool(tx.successful));
-    out.insert("hash".into(), Value::String(hash.clone()));
-    out.insert("ledger".into(), Value::from(tx.ledger_seq));
-    out.insert(
-        "created_at".into(),
-        Value::String(format_time(tx.closed_at)),
-    );
-    put_muxed(&mut out, "source_account", &tx.source);
-    out.insert(
-        "source_account_sequence".into(),
-        Value::String(tx.source_sequence.to_string()),
-    );
-    put_muxed(
-        &mut out,
-        "fee_account",
-        tx.fee_source.as_ref().unwrap_or(&tx.source),
-    );
-    out.insert(
-        "fee_charged".into(),
-        Value::String(tx.fee_charged.to_string()),
-    );
-    out.insert("max_fee".into(), Value::String(tx.max_fee.to_string()));
-    out.insert("operation_count".into(), Value::from(tx.operation_count));
-    out.insert("memo_type".into(), Value::from(tx.memo.type_name()));
-    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
-    match &tx.memo {
-        Memo::None => {}
-        Memo::Text(bytes) => {
-            out.insert(
-                "memo".into(),
-                Value::String(String::from_utf8_lossy(bytes).into_owned()),
-            );
-            out.insert("memo_bytes".into(), Value::String(b64(bytes)));
-        }
-        Memo::Id(id) => {
-            out.insert("memo".into(), Value::String(id.to_string()));
-        }
-        Memo::Hash(h) | Memo::Return(h) => {
-            out.insert("memo".into(), Value::String(b64(h)));
-        }
-    }
-    if let Some((min, max)) = tx.time_bounds {
-        out.insert("valid_after".into(), Value::String(format_time(min as i64)));
-        if max != 0 {
-            out.insert(
-                "valid_before".into(),
-                Value::String(format_time(max as i64)),
-            );
-        }
-        let mut bounds = json!({ "min_time": min.to_string() });
-        if max != 0 {
-            bounds["max_time"] = Value::String(max.to_string());
-        }
-        out.insert("preconditions".into(), json!({ "timebounds": bounds }));
-    }
-    if let (Some(inner), Some(_)) = (tx.inner_hash, tx.fee_source) {
-        out.insert("fee_bump_transaction".into(), json!({ "hash": hash }));
-        out.insert(
-            "inner_transaction".into(),
-            json!({ "hash": hex::encode(inner) }),
-        );
-    }
-    Value::Object(out)
+    serde_json::to_value(TransactionResource::new(tx, links)).unwrap_or_default()
 }
 
 #[cfg(test)]
