@@ -219,7 +219,7 @@ pub async fn ledger_payments(
 
 /// GET /transactions/{hash}/payments
 #[utoipa::path(get, path = "/transactions/{hash}/payments", tag = "payments",
-    params(("hash" = String, Path, description = "Transaction hash, 64 hex digits"), crate::openapi::PageParams),
+    params(("hash" = String, Path, description = "Transaction hash, 64 hex digits: a fee bump's own or that of the transaction it wraps"), crate::openapi::PageParams),
     responses(
         (status = 200, description = "The transaction's payments (failed ones included)", body = crate::openapi::PaymentsPage, content_type = "application/hal+json"),
         (status = 304, description = "Not modified"),

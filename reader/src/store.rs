@@ -74,10 +74,17 @@ pub async fn page(
         }
         Scope::Transaction(hash) => {
             count_query();
-            let row = sqlx::query("SELECT id, ledger_sequence FROM transactions WHERE hash = $1")
-                .bind(hash.as_slice())
-                .fetch_optional(pool)
-                .await?;
+            // The hash of a fee bump or of the transaction it wraps (each index-backed).
+            let row = sqlx::query(
+                "SELECT id, ledger_sequence FROM transactions WHERE hash = $1 \
+                 UNION ALL \
+                 SELECT id, ledger_sequence FROM transactions \
+                 WHERE inner_hash = $1 AND inner_hash IS NOT NULL \
+                 LIMIT 1",
+            )
+            .bind(hash.as_slice())
+            .fetch_optional(pool)
+            .await?;
             let missing = || {
                 PageResult::Missing(Problem::not_found(format!(
                     "Transaction {} has no payments in this history.",

@@ -204,6 +204,30 @@ async fn routes_and_parameters_match_the_extractor() {
         );
     }
 
+    // A fee bump is found by its own hash and by the hash of the transaction it wraps;
+    // its records name the fee bump, as Horizon's do.
+    let bumped: Vec<&PaymentRecord> = all
+        .iter()
+        .copied()
+        .filter(|r| r.transaction.inner_hash.is_some())
+        .collect();
+    let inner = bumped
+        .first()
+        .and_then(|r| r.transaction.inner_hash)
+        .expect("the recorded ledgers hold a fee-bump payment");
+    let want: Vec<&PaymentRecord> = bumped
+        .iter()
+        .copied()
+        .filter(|r| r.transaction.inner_hash == Some(inner))
+        .collect();
+    let got = reader
+        .walk(&format!(
+            "/transactions/{}/payments?limit=200",
+            hex::encode(inner)
+        ))
+        .await;
+    assert_eq!(got, expected(&want, &reader, false));
+
     // Close-time bounds select whole ledgers.
     let third = &world.ledgers[3].ledger;
     let from = shared::horizon::format_time(third.closed_at);
