@@ -14,6 +14,13 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
+# The debug build and the test databases take about 6 GB; say so up front rather than
+# let the linker fail half-way with "No space left on device".
+free_kb="$(df -Pk . | awk 'NR == 2 { print $4 }')"
+if [ "${free_kb:-0}" -lt $((8 * 1024 * 1024)) ]; then
+  echo "warning: only $((free_kb / 1024)) MiB free here; the build and tests need about 6 GB" >&2
+fi
+
 # PostgreSQL and Redis for the integration tests (installed only if missing).
 bash scripts/install-deps.sh
 
