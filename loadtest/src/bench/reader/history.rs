@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 
 use super::pg::KeptPostgres;
-use super::wrk::{page_links_last, Load, WrkResult};
+use super::wrk::{page_links_first, Load, WrkResult};
 use super::{binary, connect, cpu_time, load_chain, verdict, Chain, ReaderProcess, SplitMix};
 
 /// Target from the issue: uncached account history p99 below 20 ms.
@@ -256,7 +256,7 @@ pub async fn run(args: &ReaderHistoryBenchArgs) -> anyhow::Result<()> {
     // The script follows `next` links by reading pages of this shape; check one.
     let probe = &lines[0].0;
     let page = super::get(reader.address, probe, &[]).await?;
-    if page.status != 200 || !page_links_last(&String::from_utf8_lossy(&page.body)) {
+    if page.status != 200 || !page_links_first(&String::from_utf8_lossy(&page.body)) {
         bail!(
             "GET {probe}: status {}, or a page whose links the load script cannot follow",
             page.status

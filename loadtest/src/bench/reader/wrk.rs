@@ -224,22 +224,21 @@ end
 "#;
 
 /// Follows full pages' `next` links with probability `FOLLOW`. Only plain substring
-/// searches run over the whole body (the Lua pattern matcher and `gsub` over pages of a
-/// hundred kilobytes would make the client, not the reader, the bottleneck): the page's
-/// own `_links` come last (JSON object keys are written sorted, `_embedded` first), and
-/// records are counted up to the page's limit by their `paging_token`.
-const RESPONSE_HOOK: &str = r#"local LINKS = '"_links":{"next":{"href":"'
+/// searches and anchored matches run over the body (the Lua pattern matcher and `gsub`
+/// over pages of a hundred kilobytes would make the client, not the reader, the
+/// bottleneck): the page's own `_links` come first, `self` then `next`, and records are
+/// counted up to the page's limit by their `paging_token`.
+const RESPONSE_HOOK: &str = r#"local LINKS = '{"_links":{"self":{"href":"'
 function response(status, headers, body)
   if status ~= 200 or math.random() >= FOLLOW then
     return
   end
-  local at = string.find(body, LINKS, math.max(1, #body - 4096), true)
-  if not at then
+  if string.sub(body, 1, #LINKS) ~= LINKS then
     return
   end
-  local links = string.sub(body, at + #LINKS)
-  local href = links:match('^https?://[^/"]+(/[^"]*)"')
-  local limit = tonumber(links:match('"self":{"href":"[^"]*[?&]limit=(%d+)'))
+  local links = string.sub(body, #LINKS + 1, #LINKS + 4096)
+  local limit = tonumber(links:match('^[^"]*[?&]limit=(%d+)'))
+  local href = links:match('^[^"]*"},"next":{"href":"https?://[^/"]+(/[^"]*)"')
   if not href or not limit then
     return
   end
@@ -255,11 +254,14 @@ function response(status, headers, body)
   pending[#pending + 1] = href
 end"#;
 
-/// Whether a page has the shape [`RESPONSE_HOOK`] reads: its own links last, `next`
-/// first among them.
-pub(crate) fn page_links_last(body: &str) -> bool {
-    body.rfind("\"_links\":{\"next\":{\"href\":\"")
-        .is_some_and(|at| body.len() - at <= 4096 && body.contains("\"paging_token\":\""))
+/// Whether a page has the shape [`RESPONSE_HOOK`] reads: its own links first, `self`
+/// then `next`.
+pub(crate) fn page_links_first(body: &str) -> bool {
+    body.starts_with("{\"_links\":{\"self\":{\"href\":\"")
+        && body
+            .find("\"},\"next\":{\"href\":\"http")
+            .is_some_and(|at| at < 4096)
+        && body.contains("\"paging_token\":\"")
 }
 
 #[cfg(test)]
@@ -290,10 +292,13 @@ mod tests {
         assert!(script.contains("x.requests"));
         assert!(script.contains("function response"));
         assert!(script.contains("math.random() >= 0.5"));
-        assert!(page_links_last(
+        assert!(page_links_first(
+            r#"{"_links":{"self":{"href":"http://h/p?limit=1"},"next":{"href":"http://h/p?cursor=1"}},"_embedded":{"records":[{"paging_token":"1"}]}}"#
+        ));
+        assert!(!page_links_first(
             r#"{"_embedded":{"records":[{"paging_token":"1"}]},"_links":{"next":{"href":"x"}}}"#
         ));
-        assert!(!page_links_last(r#"{"_links":{"self":{"href":"x"}}}"#));
+        assert!(!page_links_first(r#"{"_links":{"self":{"href":"x"}}}"#));
         let list = std::fs::read_to_string(dir.path().join("x.requests")).expect("list");
         assert_eq!(list, "/constant\n/payments?limit=10\t\"t-1\"\n");
         let plain = Load::new(dir.path(), "y", &lines, 0.0, 7).expect("written");
