@@ -10,19 +10,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 use shared::horizon::{payment_json, transaction_json};
 use shared::payment::{PaymentRecord, PaymentType, Role};
-use support::{TestReader, World, FIRST};
+use support::{ids, TestReader, World, FIRST};
 
 fn expected(records: &[&PaymentRecord], reader: &TestReader, join: bool) -> Vec<Value> {
     records
         .iter()
         .map(|r| payment_json(r, &reader.links(), join))
-        .collect()
-}
-
-fn ids(values: &[Value]) -> Vec<String> {
-    values
-        .iter()
-        .map(|v| v["id"].as_str().unwrap_or_default().to_owned())
         .collect()
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::Value;
-use support::{TestReader, World};
+use support::{ids, TestReader, World};
 
 /// Reads server-sent events from a response.
 struct Events {
@@ -86,13 +86,6 @@ async fn open(reader: &TestReader, path: &str, headers: &[(&str, &str)]) -> reqw
     let mut all = vec![("accept", "text/event-stream")];
     all.extend_from_slice(headers);
     reader.get_with(path, &all).await
-}
-
-fn ids(values: &[Value]) -> Vec<String> {
-    values
-        .iter()
-        .map(|v| v["id"].as_str().unwrap_or_default().to_owned())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

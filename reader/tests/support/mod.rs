@@ -36,6 +36,14 @@ pub fn extracted(chain: &[LedgerCloseMeta]) -> Vec<LedgerPayments> {
         .collect()
 }
 
+/// The `id` of each record.
+pub fn ids(values: &[Value]) -> Vec<String> {
+    values
+        .iter()
+        .map(|v| v["id"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
 /// Blocking test-kit calls from async tests (multi-threaded runtime).
 pub fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
