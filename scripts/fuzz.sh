@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"
-fixtures="${STELLAR_FIXTURES:-$(cd .. && pwd)/shared/fixtures}"
+fixtures="${STELLAR_FIXTURES:-$(pwd)/testdata}"
 corpus=fuzz/corpus/extract_ledger
 mkdir -p "$corpus"
 if [ -z "$(ls -A "$corpus")" ]; then

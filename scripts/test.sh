@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Runs everything CI checks, in the order a failure is cheapest to find: formatting,
-# lints, then the whole test suite against the recorded Stellar data in ../shared.
+# lints, then the whole test suite against the recorded Stellar data in testdata/ (or
+# the copy STELLAR_FIXTURES names).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export STELLAR_FIXTURES="${STELLAR_FIXTURES:-$(cd .. && pwd)/shared/fixtures}"
-if [ ! -d "$STELLAR_FIXTURES/ledgers" ]; then
-  echo "recorded fixtures not found at $STELLAR_FIXTURES: clone this repository beside shared/ or set STELLAR_FIXTURES" >&2
+if [ ! -d "${STELLAR_FIXTURES:-testdata}/ledgers" ]; then
+  echo "recorded data not found in ${STELLAR_FIXTURES:-testdata}/: is this a full clone?" >&2
   exit 1
 fi
 if ! command -v cargo >/dev/null; then

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use shared::testkit::fixtures;
 
 /// Load tests and benchmarks for the Stellar payments indexer.
 #[derive(Debug, Parser)]
@@ -164,7 +165,7 @@ pub struct ExtractBenchArgs {
     #[arg(
         long,
         env = "BENCH_LEDGER",
-        default_value = "../shared/fixtures/ledgers/pubnet/ledger-51000294.xdr.gz"
+        default_value_os_t = fixtures::pubnet_ledger_path(fixtures::LARGE_PUBNET_LEDGER)
     )]
     pub ledger: PathBuf,
     /// Network passphrase, or `pubnet` / `testnet`.

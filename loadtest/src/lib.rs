@@ -16,16 +16,6 @@ pub mod simnet;
 pub mod stack;
 pub mod synth;
 
-/// The recorded Stellar data: `STELLAR_FIXTURES`, else `../shared/fixtures` beside the
-/// repository (where CI puts it).
-pub fn fixtures_dir() -> std::path::PathBuf {
-    std::env::var_os("STELLAR_FIXTURES")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
-        })
-}
-
 /// A binary built next to this one (`writer`, `reader`), for the commands that start
 /// the real processes.
 pub fn sibling_binary(name: &str) -> anyhow::Result<std::path::PathBuf> {

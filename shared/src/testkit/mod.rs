@@ -12,12 +12,17 @@
 //! * [`PostgresCluster`]: a primary (with a `payments` database) and, optionally, a
 //!   streaming replica that can be killed and restarted.
 //! * [`RedisServer`]: a non-persistent `redis-server` that can be killed and restarted.
+//! * [`fixtures`]: the recorded Stellar data in the repository's `testdata/`.
+//!
+//! The local stack (`loadtest stack`) uses the same servers with their data kept in a
+//! directory of the user's ([`PostgresCluster::open_kept`], [`RedisServer::open_kept`]).
 //!
 //! The API is blocking (plain `std::process`), so it works from sync tests and from
 //! tokio tests alike. The kit never installs anything: when a server binary is missing it
 //! fails with [`TestkitError::Missing`], which says what to install
 //! (`scripts/install-deps.sh` does it). It is compiled only with the `testkit` feature.
 
+pub mod fixtures;
 mod postgres;
 mod redis;
 

@@ -1,0 +1,225 @@
+//! The response cache, ETags and 304s, and Cache-Control per route: a repeated request
+//! at an unchanged tip touches no database; conditional requests are answered without
+//! reading payment rows; a new ledger refreshes what it changes and nothing else.
+
+use std::time::Duration;
+
+use crate::support::{TestReader, World};
+use serde_json::Value;
+
+fn header(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_etags_and_cache_control() {
+    let world = World::start(10, true).await;
+    world.wait_replica();
+    // Pods behind one load balancer share a public URL (links are part of the body).
+    let public = ["--public-url", "https://payments.test"];
+    let reader = TestReader::over(&world, &public).await;
+    let tip = world.latest();
+
+    // Head-of-chain feed: a miss, then hits that touch no database.
+    let first = reader.get("/payments?order=desc&limit=5").await;
+    assert_eq!(first.status(), 200);
+    let etag = header(&first, "etag").expect("etag");
+    let cache_control = header(&first, "cache-control").expect("cache-control");
+    assert_eq!(cache_control, "public, max-age=5, stale-while-revalidate=5");
+    assert_eq!(header(&first, "vary").as_deref(), Some("Accept"));
+    assert_eq!(
+        header(&first, "content-type").as_deref(),
+        Some("application/hal+json; charset=utf-8")
+    );
+    let body: Value = first.json().await.expect("json");
+    let before = reader.db_queries();
+    for spelling in [
+        "/payments?order=desc&limit=5",
+        "/payments?limit=5&order=desc",
+        "/payments?limit=5&order=desc&include_failed=false&unknown=1",
+    ] {
+        let again = reader.get(spelling).await;
+        assert_eq!(header(&again, "etag").as_deref(), Some(etag.as_str()));
+        assert_eq!(again.json::<Value>().await.expect("json"), body);
+    }
+    assert_eq!(reader.db_queries(), before, "cache hits read nothing");
+
+    // If-None-Match: 304 with the same ETag and Cache-Control, nothing read.
+    let not_modified = reader
+        .get_with("/payments?order=desc&limit=5", &[("if-none-match", &etag)])
+        .await;
+    assert_eq!(not_modified.status(), 304);
+    assert_eq!(
+        header(&not_modified, "etag").as_deref(),
+        Some(etag.as_str())
+    );
+    assert_eq!(
+        header(&not_modified, "cache-control").as_deref(),
+        Some(cache_control.as_str())
+    );
+    assert_eq!(
+        header(&not_modified, "latest-ledger"),
+        Some(tip.to_string())
+    );
+    assert_eq!(reader.db_queries(), before);
+    let other = reader
+        .get_with(
+            "/payments?order=desc&limit=5",
+            &[("if-none-match", "\"something-else\"")],
+        )
+        .await;
+    assert_eq!(other.status(), 200);
+
+    // A closed ledger's payments: immutable, and 304 without any read, even on a
+    // reader that never served it.
+    let ledger = reader.get(&format!("/ledgers/{}/payments", tip - 2)).await;
+    let ledger_tag = header(&ledger, "etag").expect("etag");
+    assert_eq!(
+        header(&ledger, "cache-control").as_deref(),
+        Some("public, max-age=31536000, immutable")
+    );
+    let fresh = TestReader::over(&world, &public).await;
+    let reads = fresh.db_queries();
+    let r = fresh
+        .get_with(
+            &format!("/ledgers/{}/payments", tip - 2),
+            &[("if-none-match", &ledger_tag)],
+        )
+        .await;
+    assert_eq!(r.status(), 304);
+    assert_eq!(fresh.db_queries(), reads);
+    fresh.stop().await;
+
+    // A full ascending page wholly below the tip is immutable; the page at the head
+    // is not.
+    let full = reader.get("/payments?limit=3&cursor=0").await;
+    assert_eq!(
+        header(&full, "cache-control").as_deref(),
+        Some("public, max-age=31536000, immutable")
+    );
+    let head = reader.get("/payments?limit=200&cursor=now").await;
+    assert_eq!(
+        header(&head, "cache-control").as_deref(),
+        Some("public, max-age=5, stale-while-revalidate=5")
+    );
+
+    // Accounts: one active in the next ledger, one not.
+    let next_ledger = &world.ledgers[10];
+    let next_accounts: Vec<String> = next_ledger
+        .payments
+        .iter()
+        .filter(|p| p.successful())
+        .flat_map(|p| p.participants())
+        .map(|p| p.address.to_strkey())
+        .collect();
+    let earlier: Vec<String> = world
+        .records_through(tip)
+        .iter()
+        .filter(|p| p.successful())
+        .flat_map(|p| p.participants())
+        .map(|p| p.address.to_strkey())
+        .collect();
+    let quiet = earlier
+        .iter()
+        .find(|a| !next_accounts.contains(a))
+        .expect("an account quiet in the next ledger")
+        .clone();
+    let busy = next_accounts
+        .iter()
+        .find(|a| earlier.contains(a))
+        .cloned()
+        .unwrap_or_else(|| next_accounts[0].clone());
+    let quiet_path = format!("/accounts/{quiet}/payments?order=desc");
+    let busy_path = format!("/accounts/{busy}/payments?order=desc&limit=200");
+    let quiet_first = reader.get(&quiet_path).await;
+    assert_eq!(
+        header(&quiet_first, "cache-control").as_deref(),
+        Some("public, no-cache")
+    );
+    let quiet_tag = header(&quiet_first, "etag").expect("etag");
+    let busy_first = reader.get(&busy_path).await;
+    let busy_tag = header(&busy_first, "etag").expect("etag");
+    let busy_body: Value = busy_first.json().await.expect("json");
+    let top_before = reader.json("/payments?order=desc&limit=1").await;
+
+    // A new ledger lands.
+    let new_tip = world.close_next().await;
+    world.wait_replica();
+    reader.wait_tip(new_tip).await;
+
+    // The quiet account still answers 304 (one activity lookup, no payment rows).
+    let reads = reader.db_queries();
+    let r = reader
+        .get_with(&quiet_path, &[("if-none-match", &quiet_tag)])
+        .await;
+    assert_eq!(r.status(), 304, "quiet account unchanged");
+    assert_eq!(header(&r, "latest-ledger"), Some(new_tip.to_string()));
+    assert_eq!(reader.db_queries(), reads + 1);
+    // The busy one has changed.
+    let r = reader
+        .get_with(&busy_path, &[("if-none-match", &busy_tag)])
+        .await;
+    assert_eq!(r.status(), 200, "busy account changed");
+    assert_ne!(header(&r, "etag"), Some(busy_tag));
+    let body: Value = r.json().await.expect("json");
+    assert_ne!(body, busy_body);
+    // The head of the global feed shows the new ledger.
+    let top_after = reader.json("/payments?order=desc&limit=1").await;
+    if next_ledger.payments.iter().any(|p| p.successful()) {
+        assert_ne!(top_after, top_before);
+        let id: i64 = top_after["_embedded"]["records"][0]["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("id");
+        assert_eq!((id >> 32) as u32, new_tip);
+    }
+    let r = reader
+        .get_with("/payments?order=desc&limit=5", &[("if-none-match", &etag)])
+        .await;
+    assert_eq!(r.status(), 200, "the global feed's tag follows the tip");
+
+    reader.stop().await;
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_control_policy_is_hot_reloaded() {
+    let world = World::start(4, false).await;
+    world.wait_replica();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("cache-control.toml");
+    std::fs::write(&policy, reader::policy::DEFAULT_POLICY).expect("write policy");
+    let policy_arg = policy.display().to_string();
+    let reader = TestReader::over(&world, &["--cache-control-policy", &policy_arg]).await;
+    let get_head = || async {
+        let r = reader.get("/payments?order=desc").await;
+        header(&r, "cache-control")
+    };
+    assert_eq!(
+        get_head().await.as_deref(),
+        Some("public, max-age=5, stale-while-revalidate=5")
+    );
+    std::fs::write(
+        &policy,
+        "[[rule]]\nroute = \"/payments\"\nclass = \"head\"\nvalue = \"public, max-age=2\"\n",
+    )
+    .expect("write policy");
+    let mut reloaded = false;
+    for _ in 0..60 {
+        if get_head().await.as_deref() == Some("public, max-age=2") {
+            reloaded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reloaded, "the new policy is in force");
+    // A broken file is refused and the policy in force stays.
+    std::fs::write(&policy, "this is not toml [[[").expect("write policy");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(get_head().await.as_deref(), Some("public, max-age=2"));
+    reader.stop().await;
+    world.stop().await;
+}

@@ -1,0 +1,12 @@
+//! The reader's integration tests, one binary: every route against a replica fed by the
+//! real writer from the recorded ledgers, caching and ETags, event streams, replicas
+//! lagging and dying, rate limits in real Redis, and operations. One binary means one
+//! link step for the whole suite.
+
+mod api;
+mod caching;
+mod operations;
+mod ratelimits;
+mod replicas;
+mod streaming;
+mod support;

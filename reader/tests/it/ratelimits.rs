@@ -1,0 +1,407 @@
+//! Rate limits and quotas in real Redis, shared by three readers: exact request limits
+//! (N allowed, N+1 refused) across pods, byte quotas, credits, window reset, trusted
+//! proxies and spoofed X-Forwarded-For, unknown keys, and Redis killed and restarted in
+//! the middle (fail open per pod, then back to Redis).
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::support::{blocking, TestReader, World};
+use serde_json::Value;
+
+const LIMITS: &str = r#"
+prefix = "test:rl:"
+expected_pods = 3
+redis_budget_ms = 500
+trusted_proxies = ["127.0.0.2/32"]
+
+[tiers.anonymous]
+requests = 6
+burst = 6
+window_seconds = 60
+
+[tiers.partner]
+requests = 1000
+burst = 1000
+window_seconds = 60
+credits = 12
+
+[tiers.metered]
+requests = 1000
+burst = 1000
+window_seconds = 60
+bytes = 3000
+
+[tiers.brief]
+requests = 2
+burst = 2
+window_seconds = 2
+
+[costs]
+default = 1
+large_page_limit = 50
+large_page = 5
+stream = 20
+
+[[keys]]
+key = "partner-key"
+tier = "partner"
+
+[[keys]]
+key = "metered-key"
+tier = "metered"
+
+[[keys]]
+key = "brief-key"
+tier = "brief"
+"#;
+
+/// A client whose connections come from `local` (any 127.0.0.0/8 address).
+fn client_from(local: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(local.parse::<IpAddr>().expect("ip"))
+        .build()
+        .expect("client")
+}
+
+async fn get(
+    client: &reqwest::Client,
+    reader: &TestReader,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut r = client.get(format!("{}{path}", reader.base));
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    r.send().await.expect("request")
+}
+
+fn header(r: &reqwest::Response, name: &str) -> String {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn readers(world: &World, limits: &str, n: usize) -> Vec<TestReader> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(TestReader::over(world, &["--rate-limits", limits]).await);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_are_shared_exactly_by_three_readers() {
+    let world = World::start(3, true).await;
+    world.wait_replica();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("limits.toml");
+    std::fs::write(&path, LIMITS).expect("write");
+    let limits = path.display().to_string();
+    let pods = readers(&world, &limits, 3).await;
+    let proxy = client_from("127.0.0.2");
+    let stranger = client_from("127.0.0.3");
+
+    // Through the trusted proxy: the forwarded address is the client. Six requests
+    // spread over three pods are allowed, the seventh is refused, wherever it lands.
+    let xff = [("x-forwarded-for", "198.51.100.1")];
+    for i in 0..6 {
+        let r = get(&proxy, &pods[i % 3], "/payments", &xff).await;
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(header(&r, "ratelimit-policy"), "\"requests\";q=6;w=60");
+        assert!(
+            header(&r, "ratelimit").starts_with(&format!("\"requests\";r={};t=", 5 - i)),
+            "{}",
+            header(&r, "ratelimit")
+        );
+    }
+    for pod in &pods {
+        let r = get(&proxy, pod, "/payments", &xff).await;
+        assert_eq!(r.status(), 429);
+        assert!(header(&r, "retry-after")
+            .parse::<u64>()
+            .is_ok_and(|s| s >= 1));
+        assert_eq!(header(&r, "content-type"), "application/problem+json");
+        assert!(header(&r, "ratelimit").starts_with("\"requests\";r=0;"));
+        let doc: Value = r.json().await.expect("problem");
+        assert_eq!(
+            doc["type"],
+            "https://stellar.org/horizon-errors/rate_limit_exceeded"
+        );
+        assert_eq!(doc["extras"]["policy"], "requests");
+    }
+    // Another forwarded client has its own allowance.
+    let r = get(
+        &proxy,
+        &pods[0],
+        "/payments",
+        &[("x-forwarded-for", "203.0.113.5, 198.51.100.2")],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    // Cloudflare's header is believed from the proxy too.
+    let r = get(
+        &proxy,
+        &pods[1],
+        "/payments",
+        &[("cf-connecting-ip", "198.51.100.1")],
+    )
+    .await;
+    assert_eq!(r.status(), 429, "the same client as before");
+
+    // From an untrusted peer, X-Forwarded-For is ignored: changing it buys nothing.
+    for i in 0..6 {
+        let spoof = format!("192.0.2.{i}");
+        let r = get(
+            &stranger,
+            &pods[i % 3],
+            "/payments",
+            &[("x-forwarded-for", &spoof)],
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+    let r = get(
+        &stranger,
+        &pods[2],
+        "/payments",
+        &[("x-forwarded-for", "192.0.2.99")],
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        429,
+        "a spoofed header does not make a new client"
+    );
+
+    // Keys: unknown is 401; a known key gets its tier, by header or parameter.
+    let r = get(&stranger, &pods[0], "/payments", &[("x-api-key", "guess")]).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(header(&r, "content-type"), "application/problem+json");
+    // Credits: 12 per window; a page above 50 records costs 5, a small one 1.
+    let partner = [("x-api-key", "partner-key")];
+    assert_eq!(
+        get(&stranger, &pods[0], "/payments?limit=200", &partner)
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        get(&stranger, &pods[1], "/payments?limit=100", &partner)
+            .await
+            .status(),
+        200
+    );
+    let r = get(&stranger, &pods[2], "/payments?limit=200", &partner).await;
+    assert_eq!(
+        r.status(),
+        429,
+        "10 of 12 credits spent; a large page costs 5"
+    );
+    let doc: Value = r.json().await.expect("problem");
+    assert_eq!(doc["extras"]["policy"], "credits");
+    let r = get(
+        &stranger,
+        &pods[2],
+        "/payments?limit=10&api_key=partner-key",
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 200, "a small page still fits");
+    assert!(
+        header(&r, "ratelimit").contains("\"credits\";r=1;"),
+        "{}",
+        header(&r, "ratelimit")
+    );
+
+    // Bytes: counted on real bodies; once the quota is used up, refused.
+    let metered = [("x-api-key", "metered-key")];
+    let r = get(&stranger, &pods[0], "/payments?limit=20", &metered).await;
+    assert_eq!(r.status(), 200);
+    let size = r.bytes().await.expect("body").len();
+    assert!(
+        size > 3000,
+        "one page is larger than the quota ({size} bytes)"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get(&stranger, &pods[1], "/payments?limit=1", &metered).await;
+        if r.status() == 429 {
+            let doc: Value = r.json().await.expect("problem");
+            assert_eq!(doc["extras"]["policy"], "bytes");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the byte quota never filled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Window reset: 2 requests per 2 s.
+    let brief = [("x-api-key", "brief-key")];
+    assert_eq!(get(&stranger, &pods[0], "/", &brief).await.status(), 200);
+    assert_eq!(get(&stranger, &pods[1], "/", &brief).await.status(), 200);
+    let r = get(&stranger, &pods[2], "/", &brief).await;
+    assert_eq!(r.status(), 429);
+    let wait: u64 = header(&r, "retry-after").parse().expect("retry-after");
+    tokio::time::sleep(Duration::from_secs(wait)).await;
+    assert_eq!(
+        get(&stranger, &pods[2], "/", &brief).await.status(),
+        200,
+        "allowed again"
+    );
+
+    // Idle keys vanish: every key has a TTL.
+    let redis = redis::Client::open(world.redis.as_ref().expect("redis").url()).expect("client");
+    let mut conn = redis
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("test:rl:*")
+        .query_async(&mut conn)
+        .await
+        .expect("keys");
+    assert!(!keys.is_empty());
+    for key in keys {
+        assert!(key.contains('{') && key.contains('}'), "hash-tagged: {key}");
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .expect("ttl");
+        assert!(ttl > 0, "{key} has a TTL");
+    }
+
+    for pod in pods {
+        pod.stop().await;
+    }
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_fails_open_per_pod_and_recovers() {
+    let mut world = World::start(3, true).await;
+    world.wait_replica();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("limits.toml");
+    std::fs::write(
+        &path,
+        LIMITS
+            .replace("requests = 6\nburst = 6", "requests = 4\nburst = 4")
+            .replace("expected_pods = 3", "expected_pods = 2"),
+    )
+    .expect("write");
+    let limits = path.display().to_string();
+    let pod = readers(&world, &limits, 1).await.remove(0);
+    let proxy = client_from("127.0.0.2");
+    let as_client = |ip: &'static str| [("x-forwarded-for", ip)];
+
+    assert_eq!(
+        get(&proxy, &pod, "/payments", &as_client("198.51.100.10"))
+            .await
+            .status(),
+        200
+    );
+    blocking(|| world.redis.as_mut().expect("redis").kill()).expect("kill redis");
+
+    // Fail open: served, limited per pod (4 over 2 pods = 2 here).
+    let statuses: Vec<u16> = {
+        let mut s = Vec::new();
+        for _ in 0..4 {
+            s.push(
+                get(&proxy, &pod, "/payments", &as_client("198.51.100.11"))
+                    .await
+                    .status()
+                    .as_u16(),
+            );
+        }
+        s
+    };
+    assert_eq!(statuses, vec![200, 200, 429, 429]);
+    assert_eq!(pod.get("/health").await.status(), 200);
+    let ready = pod.get("/health/ready").await;
+    assert_eq!(ready.status(), 200);
+    let ready: Value = ready.json().await.expect("json");
+    assert_eq!(ready["rate_limiter"], "degraded");
+    let metrics = pod.get("/metrics").await.text().await.expect("metrics");
+    assert!(
+        metrics.contains("reader_ratelimit_decisions_total{backend=\"local\""),
+        "{metrics}"
+    );
+
+    // Redis returns: decisions go back to it (4 allowed, not 2).
+    blocking(|| world.redis.as_mut().expect("redis").restart()).expect("restart redis");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let _ = get(&proxy, &pod, "/", &as_client("198.51.100.99")).await;
+        let ready: Value = pod.get("/health/ready").await.json().await.expect("json");
+        if ready["rate_limiter"] == "ok" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never back on Redis");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut allowed = 0;
+    for _ in 0..5 {
+        if get(&proxy, &pod, "/payments", &as_client("198.51.100.12"))
+            .await
+            .status()
+            == 200
+        {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 4, "the shared limit again");
+    pod.stop().await;
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_clients_batched_locally_stay_within_their_limit() {
+    let world = World::start(3, true).await;
+    world.wait_replica();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("limits.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "hot_key_sync_ms = 50\nhot_key_threshold = 20\n{}",
+            LIMITS
+                .replace("requests = 6\nburst = 6", "requests = 300\nburst = 300")
+                .replace("expected_pods = 3", "expected_pods = 1")
+        ),
+    )
+    .expect("write");
+    let limits = path.display().to_string();
+    let pod = readers(&world, &limits, 1).await.remove(0);
+    let proxy = client_from("127.0.0.2");
+    let started = Instant::now();
+    let mut allowed = 0u32;
+    for _ in 0..400 {
+        let r = get(
+            &proxy,
+            &pod,
+            "/constant",
+            &[("x-forwarded-for", "198.51.100.50")],
+        )
+        .await;
+        if r.status() == 200 {
+            allowed += 1;
+        }
+    }
+    // 300 at once, plus what the rate (5/s) refills while the loop runs.
+    let refill = (started.elapsed().as_secs_f64() * 5.0).ceil() as u32;
+    assert!(
+        (300..=300 + refill + 1).contains(&allowed),
+        "{allowed} allowed (refill {refill})"
+    );
+    let metrics = pod.get("/metrics").await.text().await.expect("metrics");
+    assert!(
+        metrics.contains("reader_ratelimit_batched_total"),
+        "decisions were batched"
+    );
+    pod.stop().await;
+    world.stop().await;
+}

@@ -1,0 +1,215 @@
+//! Replica handling: a lagging replica (WAL replay paused) is skipped for the primary
+//! fallback; with no fresh source at all requests get 503 stale_history; a replica
+//! killed under traffic fails no request while the primary remains, and is used again
+//! once it is back.
+
+use std::time::{Duration, Instant};
+
+use crate::support::{blocking, reader_args, TestReader, World};
+use serde_json::Value;
+
+async fn latest_ledger(reader: &TestReader, path: &str) -> (u16, Option<u32>) {
+    let r = reader.get(path).await;
+    let tip = r
+        .headers()
+        .get("latest-ledger")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    (r.status().as_u16(), tip)
+}
+
+async fn eventually(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_replica_is_avoided_and_all_stale_is_503() {
+    let world = World::start(5, true).await;
+    world.wait_replica();
+    let redis = world.redis.as_ref().expect("redis").url();
+    let replica = world.pg.replica_url().expect("replica");
+    // With the primary as fallback.
+    let with_primary = TestReader::over(&world, &["--max-lag-ledgers", "1"]).await;
+    // Replica only: the newest tip comes from the writer's Redis announcement.
+    let replica_only = TestReader::start(reader_args(&[
+        "--replica-url",
+        &replica,
+        "--redis-url",
+        &redis,
+        "--max-lag-ledgers",
+        "1",
+    ]))
+    .await;
+    replica_only.wait_tip(world.latest()).await;
+
+    let port = world.pg.replica_port().expect("replica port");
+    blocking(|| {
+        world
+            .pg
+            .psql(port, "payments", "SELECT pg_wal_replay_pause()")
+    })
+    .expect("pause");
+    let mut tip = 0;
+    for _ in 0..3 {
+        tip = world.close_next().await;
+    }
+
+    // The lagging replica is skipped: answers come from the primary, at the new tip.
+    eventually("primary fallback serves the new tip", async || {
+        latest_ledger(&with_primary, "/payments?order=desc").await == (200, Some(tip))
+    })
+    .await;
+    let page = with_primary
+        .json("/payments?order=desc&limit=200&include_failed=true")
+        .await;
+    let newest: i64 = page["_embedded"]["records"][0]["id"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    assert!((newest >> 32) as u32 <= tip);
+    let metrics = with_primary
+        .get("/metrics")
+        .await
+        .text()
+        .await
+        .expect("metrics");
+    assert!(with_primary.state().sources.fallbacks() > 0);
+    assert!(
+        metric(&metrics, "reader_primary_fallbacks_total") > 0.0,
+        "{metrics}"
+    );
+    assert!(metrics.contains("reader_source_lag_ledgers{source=\"replica-0\"}"));
+    assert_eq!(with_primary.get("/health/ready").await.status(), 200);
+
+    // Without a fallback, every source is stale: 503 stale_history, readiness fails,
+    // liveness does not.
+    eventually("stale history", async || {
+        replica_only.get("/payments").await.status() == 503
+    })
+    .await;
+    let r = replica_only.get("/payments").await;
+    assert_eq!(
+        r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    assert!(r.headers().contains_key("retry-after"));
+    let doc: Value = r.json().await.expect("problem");
+    assert_eq!(
+        doc["type"],
+        "https://stellar.org/horizon-errors/stale_history"
+    );
+    assert_eq!(doc["extras"]["newest_ledger"], tip);
+    let ready = replica_only.get("/health/ready").await;
+    assert_eq!(ready.status(), 503);
+    let ready: Value = ready.json().await.expect("json");
+    assert_eq!(ready["sources"][0]["lag"], 3);
+    assert_eq!(replica_only.get("/health").await.status(), 200);
+
+    // Replay resumes: the replica serves again.
+    blocking(|| {
+        world
+            .pg
+            .psql(port, "payments", "SELECT pg_wal_replay_resume()")
+    })
+    .expect("resume");
+    eventually("replica fresh again", async || {
+        latest_ledger(&replica_only, "/payments").await == (200, Some(tip))
+    })
+    .await;
+    assert_eq!(replica_only.get("/health/ready").await.status(), 200);
+
+    with_primary.stop().await;
+    replica_only.stop().await;
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_killed_under_traffic_fails_no_request() {
+    let mut world = World::start(6, false).await;
+    world.wait_replica();
+    let reader = TestReader::over(&world, &[]).await;
+    let ids: Vec<i64> = world
+        .records_through(world.latest())
+        .iter()
+        .map(|r| r.id.to_i64())
+        .collect();
+
+    // Sequential uncached requests (each cursor is a distinct request) on two tasks.
+    let traffic = |offset: usize| {
+        let client = reader.client.clone();
+        let base = reader.base.clone();
+        let ids = ids.clone();
+        tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            for i in 0..400 {
+                let cursor = ids[(i * 7 + offset) % ids.len()];
+                let r = client
+                    .get(format!(
+                        "{base}/payments?cursor={cursor}&limit={}",
+                        1 + i % 50
+                    ))
+                    .send()
+                    .await
+                    .expect("request");
+                statuses.push(r.status().as_u16());
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            statuses
+        })
+    };
+    let a = traffic(0);
+    let b = traffic(3);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    blocking(|| world.pg.kill_replica()).expect("kill replica");
+    let statuses: Vec<u16> = [a.await.expect("task"), b.await.expect("task")].concat();
+    let failed: Vec<&u16> = statuses.iter().filter(|s| **s != 200).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {failed:?}",
+        failed.len(),
+        statuses.len()
+    );
+    let overview = reader.state().sources.overview();
+    assert!(
+        !overview.sources[0].reachable,
+        "the dead replica is marked down"
+    );
+
+    // Back again: used again.
+    blocking(|| world.pg.start_replica()).expect("restart replica");
+    eventually("replica usable again", async || {
+        reader.state().sources.overview().sources[0].usable
+    })
+    .await;
+    assert!(
+        reader.state().sources.fallbacks() > 0,
+        "the primary took over"
+    );
+    let before = reader.state().sources.fallbacks();
+    for id in ids.iter().take(20) {
+        assert_eq!(
+            reader.get(&format!("/payments?cursor={id}")).await.status(),
+            200
+        );
+    }
+    assert_eq!(
+        reader.state().sources.fallbacks(),
+        before,
+        "served by the replica again"
+    );
+    reader.stop().await;
+    world.stop().await;
+}

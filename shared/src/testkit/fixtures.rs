@@ -1,0 +1,72 @@
+//! The recorded Stellar data (`testdata/` at the root of the repository): where it is,
+//! and loading the pieces every test suite uses.
+//!
+//! What must hold: nothing outside the clone is needed. `STELLAR_FIXTURES` may point at
+//! another copy (the layout of `testdata/`, described by its README), else the copy in
+//! the repository is used; a missing file is a panic naming the path, since a test
+//! without its data must fail rather than pass vacuously.
+
+use std::path::PathBuf;
+
+use stellar_xdr::LedgerCloseMeta;
+
+use crate::ledger_file::read_ledger_file;
+use crate::{Extractor, LedgerPayments, Network};
+
+/// The single pubnet ledgers recorded in `ledgers/pubnet/`, by sequence.
+pub const PUBNET_LEDGERS: [u32; 6] = [30820015, 51000294, 57500008, 63092988, 63092990, 63092996];
+
+/// The pubnet ledger of realistic size (1.45 MB of XDR, 541 transactions).
+pub const LARGE_PUBNET_LEDGER: u32 = 51000294;
+
+/// The folder of recorded data: `$STELLAR_FIXTURES`, else the repository's `testdata/`.
+pub fn dir() -> PathBuf {
+    match std::env::var_os("STELLAR_FIXTURES") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata"),
+    }
+}
+
+/// A file of the recorded data, by its path inside `testdata/`.
+pub fn path(relative: &str) -> PathBuf {
+    dir().join(relative)
+}
+
+/// The file of one recorded pubnet ledger.
+pub fn pubnet_ledger_path(seq: u32) -> PathBuf {
+    path(&format!("ledgers/pubnet/ledger-{seq}.xdr.gz"))
+}
+
+/// Every ledger of a recorded file (any format [`crate::ledger_file`] reads).
+pub fn ledgers(relative: &str) -> Vec<LedgerCloseMeta> {
+    let file = path(relative);
+    read_ledger_file(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+}
+
+/// One recorded pubnet ledger.
+pub fn pubnet_ledger(seq: u32) -> LedgerCloseMeta {
+    let mut ledgers = ledgers(&format!("ledgers/pubnet/ledger-{seq}.xdr.gz"));
+    assert_eq!(ledgers.len(), 1, "ledger-{seq}.xdr.gz holds one ledger");
+    ledgers.remove(0)
+}
+
+/// The payments of one recorded pubnet ledger, as the extractor makes them.
+pub fn extract_pubnet(seq: u32) -> LedgerPayments {
+    Extractor::new(Network::pubnet())
+        .extract(&pubnet_ledger(seq))
+        .unwrap_or_else(|e| panic!("ledger {seq}: {e}"))
+}
+
+/// What the extractor makes of each ledger of `chain`, in order.
+pub fn extract_all(chain: &[LedgerCloseMeta], network: Network) -> Vec<LedgerPayments> {
+    let mut extractor = Extractor::new(network);
+    chain
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            extractor
+                .extract(l)
+                .unwrap_or_else(|e| panic!("ledger {i} of the chain: {e}"))
+        })
+        .collect()
+}

@@ -1,0 +1,11 @@
+//! The writer's integration tests, one binary: live ingestion, backfill, crash safety,
+//! faults and the `extract` command, against real Postgres (primary and streaming
+//! replica) and Redis from the test kit, fed by the RPC simulator replaying the recorded
+//! ledgers. One binary means one link step for the whole suite.
+
+mod backfill;
+mod crash_safety;
+mod extract_command;
+mod faults;
+mod live_ingestion;
+mod support;
