@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use shared::address::{AccountId, Address};
 use shared::asset::Asset;
+use shared::stored::DirectionCode;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
@@ -153,11 +154,11 @@ impl Direction {
         }
     }
 
-    /// The stored direction codes that match (1 outgoing, 2 incoming, 3 both).
+    /// The stored direction codes that match.
     pub fn codes(self) -> [i16; 2] {
         match self {
-            Self::Outgoing => [1, 3],
-            Self::Incoming => [2, 3],
+            Self::Outgoing => DirectionCode::OUTGOING,
+            Self::Incoming => DirectionCode::INCOMING,
         }
     }
 }

@@ -3,13 +3,12 @@
 
 use std::sync::Arc;
 
-use serde_json::Value;
-use shared::address::{AccountId, Address, MuxedAccountId};
+use shared::address::{AccountId, MuxedAccountId};
 use shared::asset::Asset;
 use shared::payment::{
-    AssetBalanceChange, BalanceChangeKind, HostFunction, Memo, PathPaymentStrictness, PaymentKind,
-    PaymentRecord, PaymentType, TransactionContext,
+    PathPaymentStrictness, PaymentKind, PaymentRecord, PaymentType, TransactionContext,
 };
+use shared::stored::{decode_memo, InvokeDetails};
 use shared::toid::Toid;
 use sqlx::postgres::PgRow;
 use sqlx::Row as _;
@@ -143,9 +142,9 @@ pub fn payment_from_row(row: &PgRow) -> Result<PaymentRecord, CorruptRow> {
             amount: r.get("amount")?,
         },
         PaymentType::InvokeHostFunction => {
-            let details: Option<Value> = r.get("details")?;
+            let details: Option<sqlx::types::Json<InvokeDetails>> = r.get("details")?;
             let details = details.ok_or_else(|| r.bad("details is null"))?;
-            invoke_from_details(&details).map_err(|reason| r.bad(reason))?
+            details.0.into_kind().map_err(|e| r.bad(e.to_string()))?
         }
     };
     Ok(PaymentRecord {
@@ -160,16 +159,7 @@ fn transaction_from_row(r: &Reader<'_>) -> Result<TransactionContext, CorruptRow
     let tx_id: i64 = r.get("tx_id")?;
     let memo_type: i16 = r.get("memo_type")?;
     let memo_bytes: Option<Vec<u8>> = r.get("memo")?;
-    let memo = match (memo_type, memo_bytes) {
-        (0, _) => Memo::None,
-        (1, Some(b)) => Memo::Text(b),
-        (2, Some(b)) => Memo::Id(u64::from_be_bytes(
-            b.as_slice().try_into().map_err(|_| r.bad("memo id"))?,
-        )),
-        (3, Some(b)) => Memo::Hash(b.as_slice().try_into().map_err(|_| r.bad("memo hash"))?),
-        (4, Some(b)) => Memo::Return(b.as_slice().try_into().map_err(|_| r.bad("memo hash"))?),
-        (t, _) => return Err(r.bad(format!("memo type {t}"))),
-    };
+    let memo = decode_memo(memo_type, memo_bytes).map_err(|e| r.bad(e.to_string()))?;
     let fee_account: Option<String> = r.get("fee_account")?;
     let fee_source = match fee_account {
         Some(_) => Some(r.muxed("fee_account", "fee_muxed_id")?),
@@ -194,95 +184,5 @@ fn transaction_from_row(r: &Reader<'_>) -> Result<TransactionContext, CorruptRow
         time_bounds: min_time.map(|min| (min as u64, max_time.unwrap_or(0) as u64)),
         ledger_seq: ledger as u32,
         closed_at: r.get("closed_unix")?,
-    })
-}
-
-fn text<'v>(v: &'v Value, key: &str) -> Result<&'v str, String> {
-    v.get(key)
-        .and_then(Value::as_str)
-        .ok_or_else(|| format!("details: {key} missing"))
-}
-
-fn opt_address(v: &Value, key: &str) -> Result<Option<Address>, String> {
-    match v.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Address::parse(s)
-            .map(Some)
-            .ok_or_else(|| format!("details: {key}: {s}")),
-        Some(other) => Err(format!("details: {key}: {other}")),
-    }
-}
-
-/// Rebuilds an invoke_host_function record from the stored `details` JSON.
-fn invoke_from_details(details: &Value) -> Result<PaymentKind, String> {
-    let f = details.get("function").ok_or("details: function missing")?;
-    let function = match text(f, "kind")? {
-        "invoke_contract" => HostFunction::InvokeContract {
-            contract: opt_address(f, "contract")?.ok_or("details: contract missing")?,
-            function: text(f, "function")?.to_owned(),
-            args: f
-                .get("args")
-                .and_then(Value::as_array)
-                .ok_or("details: args missing")?
-                .iter()
-                .map(|pair| match pair.as_array().map(Vec::as_slice) {
-                    Some([Value::String(t), Value::String(v)]) => Ok((t.clone(), v.clone())),
-                    _ => Err(format!("details: bad argument {pair}")),
-                })
-                .collect::<Result<_, _>>()?,
-        },
-        "create_contract" => HostFunction::CreateContract {
-            deployer: opt_address(f, "deployer")?,
-            salt: match f.get("salt").and_then(Value::as_str) {
-                Some(hex_salt) => {
-                    let mut salt = [0u8; 32];
-                    hex::decode_to_slice(hex_salt, &mut salt)
-                        .map_err(|_| format!("details: salt {hex_salt}"))?;
-                    Some(salt)
-                }
-                None => None,
-            },
-            asset: match f.get("asset").and_then(Value::as_str) {
-                Some(a) => {
-                    Some(Asset::parse_canonical(a).map_err(|_| format!("details: asset {a}"))?)
-                }
-                None => None,
-            },
-        },
-        "upload_wasm" => HostFunction::UploadWasm,
-        other => return Err(format!("details: function kind {other}")),
-    };
-    let balance_changes = details
-        .get("balance_changes")
-        .and_then(Value::as_array)
-        .ok_or("details: balance_changes missing")?
-        .iter()
-        .map(|c| -> Result<AssetBalanceChange, String> {
-            let kind = BalanceChangeKind::from_symbol(text(c, "type")?.as_bytes())
-                .ok_or("details: change type")?;
-            let asset_text = text(c, "asset")?;
-            let asset = Asset::parse_canonical(asset_text)
-                .map_err(|_| format!("details: asset {asset_text}"))?;
-            let mut to = opt_address(c, "to")?;
-            if let (Some(Address::Account(account)), Some(id)) =
-                (to.as_mut(), c.get("to_muxed_id").and_then(Value::as_str))
-            {
-                account.muxed_id = Some(id.parse().map_err(|_| "details: to_muxed_id")?);
-            }
-            let amount_text = text(c, "amount")?;
-            Ok(AssetBalanceChange {
-                kind,
-                asset,
-                from: opt_address(c, "from")?,
-                to,
-                amount: amount_text
-                    .parse()
-                    .map_err(|_| format!("details: amount {amount_text}"))?,
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(PaymentKind::InvokeHostFunction {
-        function,
-        balance_changes,
     })
 }

@@ -167,14 +167,15 @@ impl Fields<'_> {
     }
 
     /// `jsonb` or NULL: format version 1, then the JSON text.
-    pub fn opt_jsonb(&mut self, v: Option<&serde_json::Value>) -> &mut Self {
+    pub fn opt_jsonb<T: serde::Serialize>(&mut self, v: Option<&T>) -> &mut Self {
         let Some(v) = v else {
             return self.null();
         };
         let at = self.buf.len();
         self.buf.extend_from_slice(&0i32.to_be_bytes());
         self.buf.push(1);
-        // Writing into a Vec cannot fail, and a Value always serialises.
+        // Writing into a Vec cannot fail, and the stored JSON types (strings, lists and
+        // structs of them) always serialise.
         let _ = serde_json::to_writer(&mut *self.buf, v);
         let len = (self.buf.len() - at - 4) as i32;
         self.buf[at..at + 4].copy_from_slice(&len.to_be_bytes());

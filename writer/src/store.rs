@@ -12,8 +12,8 @@
 use std::collections::HashMap;
 
 use deadpool_postgres::Object;
-use serde_json::json;
-use shared::payment::{HostFunction, Memo, PaymentKind, Role};
+use shared::payment::{PaymentKind, Role};
+use shared::stored::{encode_memo, DirectionCode, InvokeDetails};
 use shared::{LedgerPayments, PaymentRecord};
 use time::OffsetDateTime;
 
@@ -409,11 +409,7 @@ fn muxed(id: Option<u64>) -> Option<i64> {
 }
 
 fn direction(role: Role) -> i16 {
-    match role {
-        Role::Sender => 1,
-        Role::Receiver => 2,
-        Role::Both => 3,
-    }
+    DirectionCode::from(role).code()
 }
 
 /// Writes every row of `batch` inside the caller's transaction; `ids` holds the
@@ -479,17 +475,6 @@ async fn copy_ledgers(
     Ok(())
 }
 
-/// The memo as stored: type code and bytes.
-pub fn memo_columns(memo: &Memo) -> (i16, Option<Vec<u8>>) {
-    match memo {
-        Memo::None => (0, None),
-        Memo::Text(bytes) => (1, Some(bytes.clone())),
-        Memo::Id(id) => (2, Some(id.to_be_bytes().to_vec())),
-        Memo::Hash(h) => (3, Some(h.to_vec())),
-        Memo::Return(h) => (4, Some(h.to_vec())),
-    }
-}
-
 async fn copy_transactions(
     tx: &tokio_postgres::Transaction<'_>,
     batch: &[&LedgerPayments],
@@ -503,7 +488,7 @@ async fn copy_transactions(
     )
     .await?;
     for t in batch.iter().flat_map(|l| l.transactions.iter()) {
-        let (memo_type, memo) = memo_columns(&t.memo);
+        let (memo_type, memo) = encode_memo(&t.memo);
         let source = t.source.account.to_strkey();
         let fee_account = t.fee_source.map(|f| f.account.to_strkey());
         copy.row()
@@ -551,7 +536,7 @@ pub struct PaymentColumns {
     /// Path payments' path.
     pub path: Option<Vec<String>>,
     /// invoke_host_function details.
-    pub details: Option<serde_json::Value>,
+    pub details: Option<InvokeDetails>,
 }
 
 /// Splits a record's kind into the payment table's columns.
@@ -604,58 +589,10 @@ pub fn payment_columns(record: &PaymentRecord) -> PaymentColumns {
             function,
             balance_changes,
         } => PaymentColumns {
-            details: Some(invoke_details(function, balance_changes)),
+            details: Some(InvokeDetails::new(function, balance_changes)),
             ..Default::default()
         },
     }
-}
-
-/// invoke_host_function specifics as stored JSON: enough to rebuild the domain record.
-pub fn invoke_details(
-    function: &HostFunction,
-    changes: &[shared::payment::AssetBalanceChange],
-) -> serde_json::Value {
-    let function = match function {
-        HostFunction::InvokeContract {
-            contract,
-            function,
-            args,
-        } => json!({
-            "kind": "invoke_contract",
-            "contract": contract.to_strkey(),
-            "function": function,
-            "args": args.iter().map(|(t, v)| json!([t, v])).collect::<Vec<_>>(),
-        }),
-        HostFunction::CreateContract {
-            deployer,
-            salt,
-            asset,
-        } => json!({
-            "kind": "create_contract",
-            "deployer": deployer.map(|d| d.to_strkey()),
-            "salt": salt.map(hex::encode),
-            "asset": asset.map(|a| a.canonical()),
-        }),
-        HostFunction::UploadWasm => json!({ "kind": "upload_wasm" }),
-    };
-    let changes: Vec<_> = changes
-        .iter()
-        .map(|c| {
-            let muxed_id = match &c.to {
-                Some(shared::address::Address::Account(a)) => a.muxed_id,
-                _ => None,
-            };
-            json!({
-                "type": c.kind.as_str(),
-                "asset": c.asset.canonical(),
-                "from": c.from.map(|a| a.to_strkey()),
-                "to": c.to.map(|a| a.to_strkey()),
-                "to_muxed_id": muxed_id.map(|id| id.to_string()),
-                "amount": c.amount.to_string(),
-            })
-        })
-        .collect();
-    json!({ "function": function, "balance_changes": changes })
 }
 
 async fn copy_payments(
