@@ -13,7 +13,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{BoxError, Json, Router};
 use bytes::Bytes;
-use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use shared::horizon::{format_time, LinkBase};
 use tokio::sync::Semaphore;
@@ -65,8 +64,6 @@ pub struct Inner {
     pub shutdown: CancellationToken,
     /// False once shutdown begins (readiness fails first).
     pub ready: AtomicBool,
-    /// Prometheus rendering.
-    pub metrics: PrometheusHandle,
     /// Database queries made for requests (also a metric; this one is per instance).
     pub db_queries: AtomicU64,
     /// Rate limits and quotas shared through Redis, when configured.
@@ -594,12 +591,8 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 
 /// GET /metrics (Prometheus text format).
 #[utoipa::path(get, path = "/metrics", tag = "meta", responses((status = 200, description = "Prometheus metrics", content_type = "text/plain")))]
-pub async fn render_metrics(State(state): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
-        .into_response()
+pub async fn render_metrics() -> Response {
+    shared::telemetry::metrics_endpoint().await
 }
 
 /// GET /openapi.json

@@ -110,6 +110,8 @@ pub async fn start_on(listener: TcpListener, args: &ReaderArgs) -> anyhow::Resul
         }
         None => None,
     };
+    // Install the process-wide recorder now: what is recorded before it exists is lost.
+    shared::telemetry::prometheus();
     let state = AppState::new(Inner {
         sources,
         cache: new_cache(
@@ -121,7 +123,6 @@ pub async fn start_on(listener: TcpListener, args: &ReaderArgs) -> anyhow::Resul
         streams: Arc::new(Semaphore::new(args.max_streams)),
         shutdown: shutdown.clone(),
         ready: AtomicBool::new(true),
-        metrics: shared::telemetry::prometheus(),
         db_queries: AtomicU64::new(0),
         limiter,
     });
@@ -148,37 +149,18 @@ pub async fn start_on(listener: TcpListener, args: &ReaderArgs) -> anyhow::Resul
 
 /// Runs a reader until SIGTERM or SIGINT, then shuts it down gracefully.
 pub async fn run(args: ReaderArgs) -> anyhow::Result<()> {
+    // Handlers first, so a signal during start-up is a graceful stop.
+    let signals = shared::shutdown::StopSignals::register()?;
     let reader = start(&args).await?;
     let state = reader.state.clone();
     let stop = reader.stop.clone();
     let drain = reader.drain;
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signals.recv().await;
+        tracing::info!("stop requested");
         begin_shutdown(&state, &stop, drain).await;
     });
     reader.wait().await?;
     tracing::info!("reader stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -12,6 +12,9 @@ pub mod horizon;
 pub mod ledger_file;
 pub mod network;
 pub mod payment;
+#[cfg(feature = "shutdown")]
+pub mod shutdown;
+pub mod stored;
 #[cfg(feature = "telemetry")]
 pub mod telemetry;
 #[cfg(feature = "testkit")]

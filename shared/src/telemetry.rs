@@ -1,4 +1,5 @@
-//! Logs and metrics set-up shared by the writer and the reader (feature `telemetry`).
+//! Logs and metrics set-up shared by the writer and the reader (feature `telemetry`): one
+//! tracing subscriber, one process-wide Prometheus recorder and one `/metrics` handler.
 
 use std::sync::OnceLock;
 
@@ -45,4 +46,19 @@ pub fn prometheus() -> PrometheusHandle {
             }
         })
         .clone()
+}
+
+/// `GET /metrics` for every binary that serves one: the process-wide recorder in the
+/// Prometheus text format. Never cached by anyone in between.
+pub async fn metrics_endpoint() -> axum::response::Response {
+    use axum::http::header;
+    use axum::response::IntoResponse as _;
+    (
+        [
+            (header::CONTENT_TYPE, "text/plain; version=0.0.4"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        prometheus().render(),
+    )
+        .into_response()
 }

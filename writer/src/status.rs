@@ -6,11 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -196,19 +195,8 @@ impl Status {
     }
 }
 
-/// The process-wide Prometheus recorder.
-pub fn metrics_handle() -> PrometheusHandle {
-    shared::telemetry::prometheus()
-}
-
-#[derive(Clone)]
-struct AppState {
-    status: Status,
-    metrics: PrometheusHandle,
-}
-
-async fn health(State(app): State<AppState>) -> impl IntoResponse {
-    let state = app.status.snapshot();
+async fn health(State(status): State<Status>) -> impl IntoResponse {
+    let state = status.snapshot();
     let healthy = !matches!(state.role, Role::Failed) && state.retention_gap.is_none();
     let code = if healthy {
         StatusCode::OK
@@ -218,26 +206,18 @@ async fn health(State(app): State<AppState>) -> impl IntoResponse {
     (code, Json(state))
 }
 
-async fn render_metrics(State(app): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(),
-    )
-}
-
 /// Serves `/health` and `/metrics` on `addr` until `shutdown`; returns the bound address.
 pub async fn serve(
     addr: SocketAddr,
     status: Status,
     shutdown: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
+    // Install the process-wide recorder now: what is recorded before it exists is lost.
+    shared::telemetry::prometheus();
     let app = Router::new()
         .route("/health", get(health))
-        .route("/metrics", get(render_metrics))
-        .with_state(AppState {
-            status,
-            metrics: metrics_handle(),
-        });
+        .route("/metrics", get(shared::telemetry::metrics_endpoint))
+        .with_state(status);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {

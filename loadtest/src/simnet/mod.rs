@@ -454,33 +454,11 @@ pub fn passphrase_for(network: &str) -> String {
 
 /// Runs `loadtest simnet` until Ctrl-C or SIGTERM.
 pub async fn run(config: SimnetConfig) -> anyhow::Result<()> {
+    let signals = shared::shutdown::StopSignals::register()?;
     let simnet = Simnet::start(config).await?;
     tracing::info!(url = %simnet.url(), "ready; Ctrl-C or SIGTERM stops");
-    shutdown_signal().await;
+    signals.recv().await;
     tracing::info!("stopping");
     simnet.shutdown().await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

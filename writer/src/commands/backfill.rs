@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use shared::datalake::DataLake;
 use shared::Extractor;
-use tokio_util::sync::CancellationToken;
 
 use crate::backfill::{self, BackfillConfig, HistorySource};
 use crate::cli::BackfillArgs;
@@ -38,22 +37,7 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<()> {
     };
     let pool = crate::db::pool(&args.database.database_url, args.workers.max(1) + 1)?;
     crate::db::migrate(&pool).await.context("migrations")?;
-    let shutdown = CancellationToken::new();
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            signal.cancel();
-        }
-    });
-    #[cfg(unix)]
-    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    {
-        let signal = shutdown.clone();
-        tokio::spawn(async move {
-            term.recv().await;
-            signal.cancel();
-        });
-    }
+    let shutdown = shared::shutdown::stop_token()?;
     let config = BackfillConfig {
         from: args.from,
         to: args.to,

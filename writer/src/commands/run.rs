@@ -18,11 +18,9 @@ use crate::status::{self, Role, Status};
 
 /// Runs the writer until shutdown.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let shutdown = CancellationToken::new();
     // Register the handlers before anything else, so a signal during start-up is a
     // graceful stop, not the default termination.
-    let signals = Signals::register()?;
-    tokio::spawn(signals.cancel_on_signal(shutdown.clone()));
+    let shutdown = shared::shutdown::stop_token()?;
     let status = Status::new();
     let health = status::serve(args.health_listen, status.clone(), shutdown.clone())
         .await
@@ -113,40 +111,5 @@ pub async fn run_until_shutdown(
                 return Err(error).context("live ingestion stopped");
             }
         }
-    }
-}
-
-/// SIGTERM and SIGINT, registered up front.
-struct Signals {
-    #[cfg(unix)]
-    terminate: tokio::signal::unix::Signal,
-    #[cfg(unix)]
-    interrupt: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn register() -> std::io::Result<Self> {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{signal, SignalKind};
-            Ok(Self {
-                terminate: signal(SignalKind::terminate())?,
-                interrupt: signal(SignalKind::interrupt())?,
-            })
-        }
-        #[cfg(not(unix))]
-        Ok(Self {})
-    }
-
-    async fn cancel_on_signal(mut self, shutdown: CancellationToken) {
-        #[cfg(unix)]
-        tokio::select! {
-            _ = self.terminate.recv() => {}
-            _ = self.interrupt.recv() => {}
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutdown requested");
-        shutdown.cancel();
     }
 }
