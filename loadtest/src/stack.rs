@@ -4,8 +4,15 @@
 //! or a real Stellar RPC from `STELLAR_RPC_URL`), two writers, blue active and green as
 //! hot standby, and two readers serving from the replica (the primary as fallback).
 //! Runs until Ctrl-C, then stops everything it started.
+//!
+//! What must hold: the data outlives the stack. Postgres (primary and replica) and Redis
+//! keep their files in a data directory (`--data-dir`), and a restart resumes where the
+//! last run stopped: the writers resume from their cursor, and the simulator, which
+//! replays the same deterministic chain, starts with the stored ledgers already closed.
+//! `--fresh` deletes the data first. A data directory is tied to the source it was
+//! filled from (the simulator or an RPC's network) and refuses another.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
@@ -28,7 +35,7 @@ pub struct StackArgs {
     #[arg(
         long,
         env = "STELLAR_FIXTURES_LEDGERS",
-        default_value = "../shared/fixtures/ledgers/pubnet"
+        default_value_os_t = shared::testkit::fixtures::path("ledgers/pubnet")
     )]
     pub ledgers: PathBuf,
     /// Synthetic ledgers the simulator serves after the recorded ones.
@@ -43,21 +50,98 @@ pub struct StackArgs {
     /// First port of the readers' APIs (two readers: this port and the next).
     #[arg(long, default_value_t = 8000)]
     pub reader_port: u16,
+    /// Where Postgres and Redis keep their data across runs. Default:
+    /// `$XDG_DATA_HOME/stellar-payments` (`~/.local/share/...`), or
+    /// `/var/lib/stellar-payments` when run as root (the `postgres` user that the database
+    /// runs as must be able to reach it).
+    #[arg(long, env = "STELLAR_PAYMENTS_DATA")]
+    pub data_dir: Option<PathBuf>,
+    /// Delete the data directory's contents and start over.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Port of the Postgres primary (the replica takes the next one).
+    #[arg(long, default_value_t = 5440)]
+    pub pg_port: u16,
+    /// Port of Redis.
+    #[arg(long, default_value_t = 6390)]
+    pub redis_port: u16,
 }
 
-/// Ctrl-C or SIGTERM: either stops the stack the same graceful way.
-async fn wait_for_stop_signal() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            interrupted = tokio::signal::ctrl_c() => interrupted?,
-            _ = term.recv() => {}
+/// The default data directory: see [`StackArgs::data_dir`].
+fn default_data_dir() -> PathBuf {
+    if is_root() {
+        return PathBuf::from("/var/lib/stellar-payments");
+    }
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("stellar-payments");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/stellar-payments"),
+        None => PathBuf::from(".stellar-payments"),
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// What filled a data directory; a later run must use the same.
+const SOURCE_FILE: &str = "source";
+
+/// Checks that `data` was filled from `source` (or is new, and records it).
+fn claim_data_dir(data: &Path, source: &str) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let file = data.join(SOURCE_FILE);
+    match std::fs::read_to_string(&file) {
+        Ok(recorded) if recorded.trim() == source => Ok(()),
+        Ok(recorded) => anyhow::bail!(
+            "{} holds data from {:?}, not {source:?}: use --fresh to start over, or another \
+             --data-dir",
+            data.display(),
+            recorded.trim()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::write(&file, format!("{source}\n"))
+                .with_context(|| format!("writing {}", file.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", file.display())),
+    }
+}
+
+/// Empties `data` for `--fresh`.
+fn wipe_data_dir(data: &Path) -> anyhow::Result<()> {
+    for name in ["postgres", "redis", SOURCE_FILE] {
+        let path = data.join(name);
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match removed {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
         }
     }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await?;
     Ok(())
+}
+
+/// The last ledger the writers committed, if the database has a cursor yet.
+fn stored_tip(cluster: &PostgresCluster) -> Option<u32> {
+    cluster
+        .psql(
+            cluster.primary_port(),
+            "payments",
+            "SELECT last_ledger FROM ingest_cursor",
+        )
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn network(name: &str) -> Network {
@@ -70,12 +154,35 @@ fn network(name: &str) -> Network {
 
 /// Starts the stack and keeps it up until Ctrl-C.
 pub async fn run(args: &StackArgs) -> anyhow::Result<()> {
+    let signals = shared::shutdown::StopSignals::register()?;
     let writer_bin = crate::sibling_binary("writer")?;
     let reader_bin = crate::sibling_binary("reader")?;
-    println!("starting PostgreSQL primary + streaming replica and Redis ...");
-    let cluster = tokio::task::spawn_blocking(PostgresCluster::start_with_replica).await??;
-    let redis = tokio::task::spawn_blocking(RedisServer::start).await??;
     let network = network(&args.network);
+    let data = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    if args.fresh {
+        wipe_data_dir(&data)?;
+    }
+    let source = match &args.rpc_url {
+        Some(_) => format!("rpc {}", network.passphrase()),
+        None => format!("simulator {}", network.passphrase()),
+    };
+    claim_data_dir(&data, &source)?;
+    println!(
+        "starting PostgreSQL primary + streaming replica and Redis (data in {}) ...",
+        data.display()
+    );
+    let (pg_dir, pg_port) = (data.join("postgres"), args.pg_port);
+    let cluster = tokio::task::spawn_blocking(move || {
+        PostgresCluster::open_kept(&pg_dir, pg_port, pg_port.saturating_add(1))
+    })
+    .await??;
+    let (redis_dir, redis_port) = (data.join("redis"), args.redis_port);
+    let redis = tokio::task::spawn_blocking(move || RedisServer::open_kept(&redis_dir, redis_port))
+        .await??;
+    let resumed = stored_tip(&cluster);
+    if let Some(tip) = resumed {
+        println!("resuming: ledgers up to {tip} are stored");
+    }
 
     let (rpc_url, simnet, start) = match &args.rpc_url {
         Some(url) => (url.clone(), None, "latest".to_owned()),
@@ -95,9 +202,11 @@ pub async fn run(args: &StackArgs) -> anyhow::Result<()> {
                 .first()
                 .map(shared::ledger_file::ledger_seq)
                 .context("empty chain")?;
+            // The same chain as last time: what is stored has already closed.
+            let closed = resumed.map_or(1, |tip| tip.saturating_sub(first) as usize + 1);
             let mut config = SimnetConfig::new(chain);
             config.network_passphrase = network.passphrase().to_owned();
-            config.initially_closed = 1;
+            config.initially_closed = closed;
             config.close_interval = Some(Duration::from_millis(args.close_interval_ms));
             let sim = Simnet::start(config).await?;
             (sim.url(), Some(sim), first.to_string())
@@ -152,6 +261,7 @@ pub async fn run(args: &StackArgs) -> anyhow::Result<()> {
 
     println!();
     println!("the stack is up:");
+    println!("  data      {} (kept; --fresh starts over)", data.display());
     println!("  primary   {}", cluster.primary_url());
     println!("  replica   {}", cluster.replica_url().unwrap_or_default());
     println!("  redis     {}", redis.url());
@@ -170,7 +280,7 @@ pub async fn run(args: &StackArgs) -> anyhow::Result<()> {
         args.reader_port + 1
     );
     println!("press Ctrl-C to stop everything");
-    wait_for_stop_signal().await?;
+    signals.recv().await;
 
     println!("stopping ...");
     for process in readers.iter_mut().chain(writers.iter_mut()) {
@@ -197,4 +307,23 @@ pub async fn run(args: &StackArgs) -> anyhow::Result<()> {
     drop(redis);
     drop(cluster);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_directory_keeps_to_its_source_until_wiped() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        claim_data_dir(&data, "simulator pubnet").expect("a new directory is claimed");
+        claim_data_dir(&data, "simulator pubnet").expect("the same source again");
+        let refused = claim_data_dir(&data, "rpc testnet").expect_err("another source");
+        assert!(refused.to_string().contains("--fresh"), "{refused}");
+        std::fs::create_dir_all(data.join("postgres/primary")).expect("mkdir");
+        wipe_data_dir(&data).expect("wipe");
+        assert!(!data.join("postgres").exists());
+        claim_data_dir(&data, "rpc testnet").expect("a wiped directory is claimed anew");
+    }
 }

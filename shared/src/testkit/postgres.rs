@@ -56,13 +56,15 @@ const WAL_LONG_PAGE_HEADER: u64 = 40;
 /// A throw-away PostgreSQL primary (with a `payments` database) and, optionally, a
 /// streaming hot-standby replica, each on its own free port of 127.0.0.1.
 ///
-/// Dropping it stops both servers (immediate shutdown) and deletes their directory.
+/// Dropping it stops both servers (immediate shutdown) and deletes their directory,
+/// except for a cluster opened with [`PostgresCluster::open_kept`], whose servers stop
+/// cleanly and whose data stays for the next start.
 #[derive(Debug)]
 pub struct PostgresCluster {
     ctx: Context,
     primary: Server,
     replica: Option<Server>,
-    /// `None` only while dropping.
+    /// The throw-away directory; `None` for a kept cluster, and while dropping.
     dir: Option<tempfile::TempDir>,
 }
 
@@ -76,6 +78,9 @@ struct Context {
     root: PathBuf,
     /// Keep PostgreSQL's durable defaults (for benchmarks that claim durability figures).
     durable: bool,
+    /// Data kept across runs: durable, no Unix sockets (the directory may have a path
+    /// too long for one), a clean shutdown, and never deleted.
+    kept: bool,
 }
 
 /// One postmaster.
@@ -87,6 +92,8 @@ struct Server {
     port: u16,
     /// The postmaster, while it runs.
     child: Option<Child>,
+    /// For a replica: the primary's port, which its `primary_conninfo` names.
+    upstream: Option<u16>,
 }
 
 /// Whether a start may move the server to another port when its port is taken.
@@ -130,23 +137,10 @@ impl PostgresCluster {
 
     fn launch(with_replica: bool, durable: bool) -> Result<Self, TestkitError> {
         let bin_dir = locate_bin_dir()?;
-        let run_as = if running_as_root() {
-            Some(os_user(SUPERUSER).ok_or_else(|| TestkitError::Missing {
-                what: format!(
-                    "the `{SUPERUSER}` OS user (PostgreSQL refuses to run as root, so the test \
-                     kit runs it as `{SUPERUSER}`) does not exist"
-                ),
-                hint: format!("{INSTALL_HINT}; the package creates the user"),
-            })?)
-        } else {
-            None
-        };
+        let run_as = server_user()?;
         let dir = temp_dir("testkit-pg-")?;
         let root = dir.path().to_path_buf();
-        if let Some((uid, gid)) = run_as {
-            std::os::unix::fs::chown(&root, Some(uid), Some(gid))
-                .map_err(|e| TestkitError::io(format!("chown {}", root.display()), e))?;
-        }
+        give_to(&root, run_as)?;
         let primary = Server::new("primary", &root, free_port_except(0)?);
         // From here on, dropping `cluster` (on any error too) stops what was started.
         let mut cluster = Self {
@@ -155,6 +149,7 @@ impl PostgresCluster {
                 run_as,
                 root,
                 durable,
+                kept: false,
             },
             primary,
             replica: None,
@@ -164,27 +159,114 @@ impl PostgresCluster {
         cluster
             .ctx
             .start(&mut cluster.primary, Port::Movable { avoid: 0 })?;
-        cluster
-            .ctx
-            .psql(
-                cluster.primary.port,
-                "postgres",
-                &format!("CREATE DATABASE {DATABASE}"),
-            )
-            .map_err(|e| {
-                TestkitError::server(format!("creating {DATABASE}: {e}"), &cluster.primary.log)
-            })?;
+        cluster.create_database()?;
         if with_replica {
-            cluster.add_replica()?;
+            let port = free_port_except(cluster.primary.port)?;
+            cluster.add_replica(port)?;
         }
         Ok(cluster)
     }
 
-    fn add_replica(&mut self) -> Result<(), TestkitError> {
-        let port = free_port_except(self.primary.port)?;
-        let replica = self
-            .replica
-            .insert(Server::new("replica", &self.ctx.root, port));
+    /// A primary and a streaming replica whose data lives in `dir` and outlives this
+    /// value: the first call creates them there, later calls start them again where they
+    /// stopped (the replica catches up from the primary). Durable settings; the servers
+    /// listen on the given ports of 127.0.0.1 and the call fails at once, naming the port,
+    /// when one is taken. Dropping the cluster shuts both servers down cleanly and keeps
+    /// `dir`. For the local stack, not for tests.
+    pub fn open_kept(
+        dir: &Path,
+        primary_port: u16,
+        replica_port: u16,
+    ) -> Result<Self, TestkitError> {
+        let bin_dir = locate_bin_dir()?;
+        let run_as = server_user()?;
+        fs::create_dir_all(dir)
+            .map_err(|e| TestkitError::io(format!("creating {}", dir.display()), e))?;
+        let root = fs::canonicalize(dir)
+            .map_err(|e| TestkitError::io(format!("resolving {}", dir.display()), e))?;
+        give_to(&root, run_as)?;
+        if let Some((uid, gid)) = run_as {
+            // Every parent must let the server user through, or initdb fails obscurely.
+            let reachable = Command::new("test")
+                .arg("-w")
+                .arg(&root)
+                .uid(uid)
+                .gid(gid)
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if !reachable {
+                return Err(TestkitError::Usage(format!(
+                    "the `{SUPERUSER}` user cannot reach {}: make its parent folders \
+                     traversable (chmod o+x) or choose another data directory",
+                    root.display()
+                )));
+            }
+        }
+        for port in [primary_port, replica_port] {
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+                return Err(TestkitError::Usage(format!(
+                    "port {port} of 127.0.0.1 is taken (is another stack running?); \
+                     choose other PostgreSQL ports"
+                )));
+            }
+        }
+        let mut cluster = Self {
+            ctx: Context {
+                bin_dir,
+                run_as,
+                root: root.clone(),
+                durable: true,
+                kept: true,
+            },
+            primary: Server::new("primary", &root, primary_port),
+            replica: None,
+            dir: None,
+        };
+        let fresh = !cluster.primary.data.join("PG_VERSION").is_file();
+        if fresh {
+            cluster.ctx.init_primary(&cluster.primary)?;
+        }
+        cluster.ctx.start(&mut cluster.primary, Port::Fixed)?;
+        if fresh {
+            cluster.create_database()?;
+        }
+        let replica_data = root.join("replica");
+        if replica_data.join("PG_VERSION").is_file() {
+            let mut replica = Server::new("replica", &root, replica_port);
+            replica.upstream = Some(primary_port);
+            let replica = cluster.replica.insert(replica);
+            cluster.ctx.start(replica, Port::Fixed)?;
+            cluster.ctx.wait_in_recovery(replica)?;
+        } else {
+            // A half-made replica (a base backup cut short) is made again.
+            if replica_data.exists() {
+                fs::remove_dir_all(&replica_data).map_err(|e| {
+                    TestkitError::io(format!("removing {}", replica_data.display()), e)
+                })?;
+            }
+            cluster.add_replica(replica_port)?;
+        }
+        Ok(cluster)
+    }
+
+    fn create_database(&self) -> Result<(), TestkitError> {
+        self.ctx
+            .psql(
+                self.primary.port,
+                "postgres",
+                &format!("CREATE DATABASE {DATABASE}"),
+            )
+            .map(drop)
+            .map_err(|e| {
+                TestkitError::server(format!("creating {DATABASE}: {e}"), &self.primary.log)
+            })
+    }
+
+    fn add_replica(&mut self, port: u16) -> Result<(), TestkitError> {
+        let mut replica = Server::new("replica", &self.ctx.root, port);
+        replica.upstream = Some(self.primary.port);
+        let replica = self.replica.insert(replica);
         let mut backup = Command::new(self.ctx.bin_dir.join("pg_basebackup"));
         backup
             .args(["-h", "127.0.0.1", "-p", &self.primary.port.to_string()])
@@ -196,7 +278,12 @@ impl PostgresCluster {
             TestkitError::server(format!("pg_basebackup failed: {e}"), &self.primary.log)
         })?;
         let avoid = self.primary.port;
-        self.ctx.start(replica, Port::Movable { avoid })?;
+        let placement = if self.ctx.kept {
+            Port::Fixed
+        } else {
+            Port::Movable { avoid }
+        };
+        self.ctx.start(replica, placement)?;
         self.ctx.wait_in_recovery(replica)
     }
 
@@ -231,7 +318,8 @@ impl PostgresCluster {
         self.replica.as_ref()?.child.as_ref().map(Child::id)
     }
 
-    /// The cluster's directory (data directories, logs, Unix sockets); deleted on drop.
+    /// The cluster's directory (data directories, logs, Unix sockets); deleted on drop
+    /// unless the cluster is kept.
     pub fn dir(&self) -> &Path {
         &self.ctx.root
     }
@@ -332,6 +420,7 @@ impl PostgresCluster {
 
 impl Drop for PostgresCluster {
     fn drop(&mut self) {
+        // The replica first: a primary stopping cleanly waits for its WAL senders.
         if let Some(replica) = self.replica.as_mut() {
             self.ctx.stop(replica);
         }
@@ -350,6 +439,7 @@ impl Server {
             log: root.join(format!("{name}.log")),
             port,
             child: None,
+            upstream: None,
         }
     }
 }
@@ -400,7 +490,11 @@ impl Context {
             .arg("-D")
             .arg(&server.data)
             .args(["-p", &server.port.to_string()]);
-        let socket_dir = self.root.display().to_string();
+        let socket_dir = if self.kept {
+            String::new()
+        } else {
+            self.root.display().to_string()
+        };
         let durability = if self.durable { "on" } else { "off" };
         let settings: [(&str, &str); 12] = [
             ("listen_addresses", "127.0.0.1"),
@@ -419,6 +513,12 @@ impl Context {
         ];
         for (name, value) in settings {
             postgres.arg("-c").arg(format!("{name}={value}"));
+        }
+        // The primary's port as of now, over whatever `pg_basebackup -R` wrote then.
+        if let Some(upstream) = server.upstream {
+            postgres.arg("-c").arg(format!(
+                "primary_conninfo=host=127.0.0.1 port={upstream} user={SUPERUSER}"
+            ));
         }
         self.as_server_user(&mut postgres);
         postgres
@@ -539,8 +639,9 @@ impl Context {
         run(&mut psql)
     }
 
-    /// Immediate shutdown (`pg_ctl stop -m immediate`), then SIGKILL if it lingers.
-    /// Never panics: called from `Drop`.
+    /// Immediate shutdown (`pg_ctl stop -m immediate`; `-m fast`, a clean checkpointed
+    /// stop, for a kept cluster), then SIGKILL if it lingers. Never panics: called from
+    /// `Drop`.
     fn stop(&self, server: &mut Server) {
         let Some(mut child) = server.child.take() else {
             return;
@@ -550,7 +651,8 @@ impl Context {
             pg_ctl
                 .arg("-D")
                 .arg(&server.data)
-                .args(["-m", "immediate", "-w", "-t"])
+                .args(["-m", if self.kept { "fast" } else { "immediate" }])
+                .args(["-w", "-t"])
                 .arg(SHUTDOWN_TIMEOUT.as_secs().to_string())
                 .arg("stop");
             self.as_server_user(&mut pg_ctl);
@@ -558,6 +660,31 @@ impl Context {
         }
         reap(&mut child, SHUTDOWN_TIMEOUT);
     }
+}
+
+/// The OS user to run the server programs as: `postgres` when we are root.
+fn server_user() -> Result<Option<(u32, u32)>, TestkitError> {
+    if !running_as_root() {
+        return Ok(None);
+    }
+    os_user(SUPERUSER)
+        .map(Some)
+        .ok_or_else(|| TestkitError::Missing {
+            what: format!(
+                "the `{SUPERUSER}` OS user (PostgreSQL refuses to run as root, so the test \
+                 kit runs it as `{SUPERUSER}`) does not exist"
+            ),
+            hint: format!("{INSTALL_HINT}; the package creates the user"),
+        })
+}
+
+/// Hands `dir` to the server user, when there is one.
+fn give_to(dir: &Path, run_as: Option<(u32, u32)>) -> Result<(), TestkitError> {
+    if let Some((uid, gid)) = run_as {
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+            .map_err(|e| TestkitError::io(format!("chown {}", dir.display()), e))?;
+    }
+    Ok(())
 }
 
 fn url(port: u16) -> String {

@@ -6,6 +6,9 @@
 //! fresh `/tmp/testkit-redis-*` directory. It can be SIGKILLed and restarted on the same
 //! port to simulate an outage; dropping it kills it and deletes the directory.
 //!
+//! [`RedisServer::open_kept`] is the local stack's variant: its data (an append-only
+//! file) lives in a directory that outlives it, and it stops with a clean `SIGTERM`.
+//!
 //! `redis-server` is looked for in `$TESTKIT_REDIS_SERVER`, then `PATH`, `/usr/bin` and
 //! `/usr/local/bin`.
 
@@ -30,8 +33,10 @@ pub struct RedisServer {
     log: PathBuf,
     /// The server, while it runs.
     child: Option<Child>,
-    /// `None` only while dropping.
+    /// The throw-away directory; `None` for a kept server, and while dropping.
     dir: Option<tempfile::TempDir>,
+    /// Persistence on (append-only file in `root`), clean stop, `root` kept.
+    kept: bool,
 }
 
 impl RedisServer {
@@ -47,8 +52,37 @@ impl RedisServer {
             root,
             child: None,
             dir: Some(dir),
+            kept: false,
         };
         server.launch(true)?;
+        Ok(server)
+    }
+
+    /// A server on 127.0.0.1:`port` whose data (an append-only file) lives in `dir` and
+    /// survives it: the next open on the same directory finds the same keys. Fails at
+    /// once, naming the port, when it is taken. For the local stack, not for tests.
+    pub fn open_kept(dir: &Path, port: u16) -> Result<Self, TestkitError> {
+        let binary = locate_redis_server()?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| TestkitError::io(format!("creating {}", dir.display()), e))?;
+        let root = std::fs::canonicalize(dir)
+            .map_err(|e| TestkitError::io(format!("resolving {}", dir.display()), e))?;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            return Err(TestkitError::Usage(format!(
+                "port {port} of 127.0.0.1 is taken (is another stack running?); choose another \
+                 Redis port"
+            )));
+        }
+        let mut server = Self {
+            binary,
+            port,
+            log: root.join("redis.log"),
+            root,
+            child: None,
+            dir: None,
+            kept: true,
+        };
+        server.launch(false)?;
         Ok(server)
     }
 
@@ -108,9 +142,15 @@ impl RedisServer {
             attempts += 1;
             let from = file_len(&self.log);
             let (stdout, stderr) = open_log(&self.log)?;
+            let persistence: [&str; 4] = if self.kept {
+                ["--save", "60 1", "--appendonly", "yes"]
+            } else {
+                ["--save", "", "--appendonly", "no"]
+            };
             let mut child = Command::new(&self.binary)
                 .args(["--port", &self.port.to_string()])
-                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--bind", "127.0.0.1"])
+                .args(persistence)
                 .args(["--daemonize", "no", "--dir"])
                 .arg(&self.root)
                 .current_dir(&self.root)
@@ -176,6 +216,17 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        if self.kept {
+            // SIGTERM: Redis flushes its append-only file and exits.
+            if let Some(mut child) = self.child.take() {
+                let _ = Command::new("kill")
+                    .arg("-TERM")
+                    .arg(child.id().to_string())
+                    .status();
+                super::reap(&mut child, super::SHUTDOWN_TIMEOUT);
+            }
+            return;
+        }
         let _ = self.kill();
         if let Some(dir) = self.dir.take() {
             remove_dir(dir);
