@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the servers the integration tests start through shared::testkit: the
-# PostgreSQL 15 server (initdb, postgres, pg_ctl, pg_basebackup, pg_isready, psql) and
-# redis-server (with redis-cli). Idempotent: it installs only what is missing, runs
+# PostgreSQL 15 server (initdb, postgres, pg_ctl, pg_basebackup, pg_isready, psql),
+# redis-server (with redis-cli) and nginx (the edge proxy in front of the readers). Idempotent: it installs only what is missing, runs
 # `apt-get update` only then, and never starts, stops or reconfigures a running service.
 # Called by scripts/test.sh and the dev-up script; safe to run by hand.
 set -euo pipefail
@@ -34,6 +34,12 @@ if command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
 else
   echo "install-deps: redis-server or redis-cli missing: will install redis-server"
   packages+=(redis-server)
+fi
+if command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; then
+  echo "install-deps: nginx found"
+else
+  echo "install-deps: nginx missing: will install nginx"
+  packages+=(nginx)
 fi
 
 if [ "${#packages[@]}" -eq 0 ]; then

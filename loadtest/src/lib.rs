@@ -12,6 +12,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod edge;
 pub mod simnet;
 pub mod stack;
 pub mod synth;

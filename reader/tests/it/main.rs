@@ -5,6 +5,7 @@
 
 mod api;
 mod caching;
+mod edge;
 mod operations;
 mod ratelimits;
 mod replicas;

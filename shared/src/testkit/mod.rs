@@ -12,6 +12,7 @@
 //! * [`PostgresCluster`]: a primary (with a `payments` database) and, optionally, a
 //!   streaming replica that can be killed and restarted.
 //! * [`RedisServer`]: a non-persistent `redis-server` that can be killed and restarted.
+//! * [`NginxServer`]: nginx as the edge proxy in front of the readers, reloadable.
 //! * [`fixtures`]: the recorded Stellar data in the repository's `testdata/`.
 //!
 //! The local stack (`loadtest stack`) uses the same servers with their data kept in a
@@ -23,9 +24,11 @@
 //! (`scripts/install-deps.sh` does it). It is compiled only with the `testkit` feature.
 
 pub mod fixtures;
+mod nginx;
 mod postgres;
 mod redis;
 
+pub use self::nginx::NginxServer;
 pub use self::postgres::PostgresCluster;
 pub use self::redis::RedisServer;
 
