@@ -1,6 +1,7 @@
 //! Rate limits and quotas in real Redis, shared by three readers: exact request limits
 //! (N allowed, N+1 refused) across pods, byte quotas, credits, window reset, trusted
-//! proxies and spoofed X-Forwarded-For, unknown keys, and Redis killed and restarted in
+//! proxies, Cloudflare's ranges and spoofed forwarding headers, IPv6 clients per /64,
+//! unknown keys, and Redis killed and restarted in
 //! the middle (fail open per pod, then back to Redis).
 
 mod support;
@@ -16,6 +17,8 @@ prefix = "test:rl:"
 expected_pods = 3
 redis_budget_ms = 500
 trusted_proxies = ["127.0.0.2/32"]
+# Stands in for Cloudflare's edge.
+cloudflare_ranges = ["127.0.0.4/32"]
 
 [tiers.anonymous]
 requests = 6
@@ -144,15 +147,73 @@ async fn limits_are_shared_exactly_by_three_readers() {
     )
     .await;
     assert_eq!(r.status(), 200);
-    // Cloudflare's header is believed from the proxy too.
+    // Cloudflare's header is believed when the hop before the proxy is Cloudflare...
     let r = get(
         &proxy,
         &pods[1],
         "/payments",
-        &[("cf-connecting-ip", "198.51.100.1")],
+        &[
+            ("x-forwarded-for", "127.0.0.4"),
+            ("cf-connecting-ip", "198.51.100.1"),
+        ],
     )
     .await;
     assert_eq!(r.status(), 429, "the same client as before");
+    // ... or when Cloudflare connects itself.
+    let edge = client_from("127.0.0.4");
+    let r = get(&edge, &pods[2], "/payments", &[("cf-connecting-ip", "198.51.100.1")]).await;
+    assert_eq!(r.status(), 429, "the same client as before");
+    // Not from the proxy's own say-so, not with a Cloudflare address forged to the
+    // left of the real hop, and never from a stranger: each is a client of its own.
+    let r = get(&proxy, &pods[0], "/payments", &[("cf-connecting-ip", "198.51.100.1")]).await;
+    assert_eq!(r.status(), 200, "the proxy is not Cloudflare");
+    let r = get(
+        &proxy,
+        &pods[0],
+        "/payments",
+        &[
+            ("x-forwarded-for", "127.0.0.4, 192.0.2.78"),
+            ("cf-connecting-ip", "198.51.100.1"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 200, "the hop is 192.0.2.78, not Cloudflare");
+    let other = client_from("127.0.0.5");
+    let r = get(&other, &pods[1], "/payments", &[("cf-connecting-ip", "198.51.100.1")]).await;
+    assert_eq!(r.status(), 200, "a stranger's CF-Connecting-IP is ignored");
+    // A spoofed X-Forwarded-For sent through the proxy: the client's own entries are
+    // to the left of what the proxy appended, and ignored.
+    let r = get(
+        &proxy,
+        &pods[2],
+        "/payments",
+        &[("x-forwarded-for", "192.0.2.200, 198.51.100.1")],
+    )
+    .await;
+    assert_eq!(r.status(), 429, "the right-most untrusted hop is the client");
+
+    // IPv6 clients are limited per /64: new interface ids buy nothing.
+    for i in 0..6 {
+        let ip = format!("2001:db8:1:2::{:x}", i + 1);
+        let r = get(&proxy, &pods[i % 3], "/payments", &[("x-forwarded-for", &ip)]).await;
+        assert_eq!(r.status(), 200, "request {i}");
+    }
+    let r = get(
+        &proxy,
+        &pods[0],
+        "/payments",
+        &[("x-forwarded-for", "2001:db8:1:2:ffff:ffff:ffff:ffff")],
+    )
+    .await;
+    assert_eq!(r.status(), 429, "the same /64");
+    let r = get(
+        &proxy,
+        &pods[0],
+        "/payments",
+        &[("x-forwarded-for", "2001:db8:1:3::1")],
+    )
+    .await;
+    assert_eq!(r.status(), 200, "another /64");
 
     // From an untrusted peer, X-Forwarded-For is ignored: changing it buys nothing.
     for i in 0..6 {

@@ -99,9 +99,23 @@ pub struct LimitsConfig {
     /// Decisions per second on one pod above which a client counts as hot.
     #[serde(default = "hot_threshold")]
     pub hot_key_threshold: u32,
-    /// Proxies whose CF-Connecting-IP / X-Forwarded-For headers are believed.
+    /// Proxies of this deployment (nginx, load balancers) whose `X-Forwarded-For` is
+    /// believed: the client is the right-most address in it that is not one of these.
     #[serde(default)]
     pub trusted_proxies: Vec<IpNet>,
+    /// Cloudflare's edge: `CF-Connecting-IP` is believed only when the request reached
+    /// the trusted proxies (or this reader) from one of these. Default: the ranges
+    /// Cloudflare publishes (<https://www.cloudflare.com/ips/>); `[]` when not behind
+    /// Cloudflare.
+    #[serde(default = "cloudflare_ranges")]
+    pub cloudflare_ranges: Vec<IpNet>,
+    /// IPv4 clients are limited per network of this prefix length (32: per address).
+    #[serde(default = "ipv4_prefix")]
+    pub ipv4_prefix: u8,
+    /// IPv6 clients are limited per network of this prefix length (64: per /64, what
+    /// one subscriber usually holds).
+    #[serde(default = "ipv6_prefix")]
+    pub ipv6_prefix: u8,
     /// Tiers by name; `anonymous` applies to clients without a key.
     pub tiers: HashMap<String, Tier>,
     /// Credits per request.
@@ -123,6 +137,47 @@ fn hot_threshold() -> u32 {
 }
 fn five_ms() -> u64 {
     5
+}
+fn ipv4_prefix() -> u8 {
+    32
+}
+fn ipv6_prefix() -> u8 {
+    64
+}
+
+/// Cloudflare's published edge ranges (<https://www.cloudflare.com/ips-v4>,
+/// <https://www.cloudflare.com/ips-v6>), the default of `cloudflare_ranges`. Cloudflare
+/// changes them rarely; deployments should keep their list in the limits file current.
+pub const CLOUDFLARE_RANGES: &[&str] = &[
+    "173.245.48.0/20",
+    "103.21.244.0/22",
+    "103.22.200.0/22",
+    "103.31.4.0/22",
+    "141.101.64.0/18",
+    "108.162.192.0/18",
+    "190.93.240.0/20",
+    "188.114.96.0/20",
+    "197.234.240.0/22",
+    "198.41.128.0/17",
+    "162.158.0.0/15",
+    "104.16.0.0/13",
+    "104.24.0.0/14",
+    "172.64.0.0/13",
+    "131.0.72.0/22",
+    "2400:cb00::/32",
+    "2606:4700::/32",
+    "2803:f800::/32",
+    "2405:b500::/32",
+    "2405:8100::/32",
+    "2a06:98c0::/29",
+    "2c0f:f248::/32",
+];
+
+fn cloudflare_ranges() -> Vec<IpNet> {
+    CLOUDFLARE_RANGES
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect()
 }
 
 /// Why a configuration is refused.
@@ -162,6 +217,11 @@ impl LimitsConfig {
                     key.tier
                 )));
             }
+        }
+        if config.ipv4_prefix > 32 || config.ipv6_prefix > 128 {
+            return Err(LimitsError::Invalid(
+                "ipv4_prefix is at most 32 and ipv6_prefix at most 128".into(),
+            ));
         }
         if config.expected_pods == 0 {
             return Err(LimitsError::Invalid(
@@ -205,6 +265,23 @@ mod tests {
             .expect("valid");
         assert!(c.tiers.contains_key("partner"));
         assert_eq!(c.hot_key_sync_ms, 0);
+        // The shipped list is Cloudflare's published one, as the default.
+        assert_eq!(c.cloudflare_ranges, cloudflare_ranges());
+    }
+
+    #[test]
+    fn cloudflare_ranges_default_to_the_published_list() {
+        let c = LimitsConfig::parse(TEST_CONFIG).expect("valid");
+        assert_eq!(c.cloudflare_ranges.len(), CLOUDFLARE_RANGES.len());
+        assert!(c
+            .cloudflare_ranges
+            .iter()
+            .any(|n| n.contains(&"2606:4700::1".parse::<std::net::IpAddr>().expect("ip"))));
+        let off = LimitsConfig::parse(&format!("cloudflare_ranges = []\n{TEST_CONFIG}"))
+            .expect("valid");
+        assert!(off.cloudflare_ranges.is_empty());
+        assert_eq!((c.ipv4_prefix, c.ipv6_prefix), (32, 64));
+        assert!(LimitsConfig::parse(&format!("ipv6_prefix = 129\n{TEST_CONFIG}")).is_err());
     }
 
     #[test]

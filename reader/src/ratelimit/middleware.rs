@@ -13,7 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::SharedLimiter;
-use crate::clients::{client_ip, presented_key, Client};
+use crate::clients::{client_ip, presented_key, query_parameter, Client, Forwarders};
 use crate::problem::Problem;
 
 fn wants_event_stream(headers: &HeaderMap) -> bool {
@@ -43,7 +43,18 @@ pub async fn enforce(limiter: Option<SharedLimiter>, request: Request, next: Nex
                 return Problem::unknown_api_key().into_response();
             }
         },
-        _ => Client::Ip(client_ip(peer, headers, &limiter.config().trusted_proxies)),
+        _ => {
+            let config = limiter.config();
+            let from = Forwarders {
+                proxies: &config.trusted_proxies,
+                cloudflare: &config.cloudflare_ranges,
+            };
+            Client::at(
+                client_ip(peer, headers, from),
+                config.ipv4_prefix,
+                config.ipv6_prefix,
+            )
+        }
     };
     let route = request
         .extensions()

@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use sha2::{Digest, Sha256};
 
-pub use config::{ApiKey, Costs, LimitsConfig, LimitsError, Tier};
+pub use config::{ApiKey, Costs, LimitsConfig, LimitsError, Tier, CLOUDFLARE_RANGES};
 pub use headers::{policy_header, state_header};
 
 use crate::clients::Client;
@@ -409,7 +409,7 @@ mod tests {
             "redis://127.0.0.1:1",
         )
         .expect("limiter");
-        let client = Client::Ip("203.0.113.1".parse().expect("ip"));
+        let client = Client::at("203.0.113.1".parse().expect("ip"), 32, 64);
         let (name, tier) = limiter.tier(&client);
         let tier = tier.clone();
         let allowed = (0..10)
