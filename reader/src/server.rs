@@ -95,6 +95,10 @@ pub async fn start_on(listener: TcpListener, args: &ReaderArgs) -> anyhow::Resul
                     anyhow::anyhow!("--rate-limits needs --rate-limit-redis-url or --redis-url")
                 })?;
             let limiter = Arc::new(RateLimiter::new(config, &url)?);
+            // Connected before serving, not within a decision's budget; then kept
+            // connected in the background.
+            limiter.connect_at_start().await;
+            tokio::spawn(limiter.clone().keep_connected(shutdown.clone()));
             tokio::spawn(limiter.clone().sync_hot_clients(shutdown.clone()));
             let shrink = limiter.clone();
             let stop = shutdown.clone();

@@ -93,6 +93,13 @@ pub struct LimitsConfig {
     /// Time budget of one Redis decision, in milliseconds.
     #[serde(default = "five_ms")]
     pub redis_budget_ms: u64,
+    /// How long one attempt to connect to Redis may take, in milliseconds. Connecting
+    /// happens at start and in the background, never within a decision's budget.
+    #[serde(default = "connect_ms")]
+    pub redis_connect_timeout_ms: u64,
+    /// Event streams one client may hold open on one pod at once (0: no cap).
+    #[serde(default = "streams_per_client")]
+    pub max_streams_per_client: u32,
     /// Local batching of very hot clients: sync interval in milliseconds (0: off).
     #[serde(default)]
     pub hot_key_sync_ms: u64,
@@ -137,6 +144,12 @@ fn hot_threshold() -> u32 {
 }
 fn five_ms() -> u64 {
     5
+}
+fn connect_ms() -> u64 {
+    5_000
+}
+fn streams_per_client() -> u32 {
+    10
 }
 fn ipv4_prefix() -> u8 {
     32

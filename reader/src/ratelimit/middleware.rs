@@ -1,6 +1,7 @@
 //! The HTTP side of rate limiting: identifies the client, prices the request, takes one
 //! decision, adds `RateLimit-Policy` and `RateLimit`, refuses with 429 (or 401 for an
-//! unknown key), and counts the response's bytes against the client's quota.
+//! unknown key), caps the event streams a client holds open, and counts the response's
+//! bytes (a stream's as it sends them) against the client's quota.
 //!
 //! What must hold: every API response passes through here when limits are configured
 //! (the router puts it on every API route); a refused request never reaches a handler.
@@ -21,6 +22,14 @@ fn wants_event_stream(headers: &HeaderMap) -> bool {
         .get(header::ACCEPT)
         .and_then(|h| h.to_str().ok())
         .is_some_and(|a| a.contains("text/event-stream"))
+}
+
+fn is_event_stream(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|c| c.starts_with("text/event-stream"))
 }
 
 /// Applies `limiter` (when configured) to one request.
@@ -61,12 +70,23 @@ pub async fn enforce(limiter: Option<SharedLimiter>, request: Request, next: Nex
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
-    let limit = query.and_then(|q| {
-        q.split('&')
-            .find_map(|pair| pair.strip_prefix("limit="))
-            .and_then(|v| v.parse::<u32>().ok())
-    });
-    let cost = limiter.cost(&route, limit, wants_event_stream(headers));
+    // Priced from the parameter as the handlers decode it (`limit=%32%30%30` is 200).
+    let limit = query
+        .and_then(|q| query_parameter(q, "limit"))
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    let stream = wants_event_stream(headers);
+    let slot = if stream {
+        match limiter.open_stream(&client) {
+            Some(slot) => Some(slot),
+            None => {
+                metrics::counter!("reader_ratelimit_stream_cap_total").increment(1);
+                return Problem::rate_limited("streams", 1).into_response();
+            }
+        }
+    } else {
+        None
+    };
+    let cost = limiter.cost(&route, limit, stream);
     let decision = limiter.decide(&client, cost).await;
     let (_, tier) = limiter.tier(&client);
     let policy = HeaderValue::from_str(&limiter.policy_header(tier)).ok();
@@ -86,6 +106,11 @@ pub async fn enforce(limiter: Option<SharedLimiter>, request: Request, next: Nex
     }
     if let Some(v) = current {
         out.insert("ratelimit", v);
+    }
+    if let Some(slot) = slot.filter(|_| decision.allowed && is_event_stream(&response)) {
+        // The slot lives as long as the stream, whose bytes count as they go out.
+        let (parts, body) = response.into_parts();
+        return Response::from_parts(parts, super::streams::metered(limiter, client, slot, body));
     }
     if decision.allowed && tier.bytes > 0 {
         if let Some(bytes) = axum::body::HttpBody::size_hint(response.body()).exact() {

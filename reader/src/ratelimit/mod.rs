@@ -27,6 +27,7 @@ mod headers;
 mod leases;
 pub mod middleware;
 mod scripts;
+mod streams;
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
@@ -39,6 +40,7 @@ use sha2::{Digest, Sha256};
 
 pub use config::{ApiKey, Costs, LimitsConfig, LimitsError, Tier, CLOUDFLARE_RANGES};
 pub use headers::{policy_header, state_header};
+pub use streams::StreamSlot;
 
 use crate::clients::Client;
 
@@ -76,6 +78,7 @@ pub struct RateLimiter {
     degraded: AtomicBool,
     local: HashMap<String, DefaultKeyedRateLimiter<Client>>,
     hot: leases::HotClients,
+    streams: Arc<streams::OpenStreams>,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -125,11 +128,13 @@ impl RateLimiter {
             })
             .collect();
         let budget = Duration::from_millis(config.redis_budget_ms.max(1));
+        let connect_timeout = Duration::from_millis(config.redis_connect_timeout_ms.max(1));
         Ok(Self {
             budget,
+            streams: Arc::new(streams::OpenStreams::new(config.max_streams_per_client)),
             config,
             keys,
-            redis: backend::Redis::new(url, budget),
+            redis: backend::Redis::new(url, budget, connect_timeout),
             scripts: scripts::Scripts::new(),
             started: Instant::now(),
             retry_redis_at: AtomicU64::new(0),
@@ -137,6 +142,18 @@ impl RateLimiter {
             local,
             hot: std::sync::Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The first connection to Redis: awaited at start, before the pod serves, so that
+    /// decisions find it ready. When it fails, the pod starts with decisions failing
+    /// open and `keep_connected` goes on trying.
+    pub async fn connect_at_start(&self) -> bool {
+        self.redis.connect_now().await
+    }
+
+    /// Keeps the Redis connection up in the background until `stop`.
+    pub async fn keep_connected(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        self.redis.keep_connected(stop).await;
     }
 
     /// The configuration.
@@ -282,10 +299,6 @@ impl RateLimiter {
                     if !self.degraded.swap(true, Ordering::Relaxed) {
                         tracing::warn!(%error, "rate limits: Redis unavailable; limiting per pod");
                     }
-                    // Drop the connection when it failed outright; a timeout keeps it.
-                    if !error.starts_with("no answer") {
-                        self.redis.reset().await;
-                    }
                     self.retry_redis_at
                         .store(self.now_ms() + 1_000, Ordering::Relaxed);
                 }
@@ -326,23 +339,27 @@ impl RateLimiter {
         }
     }
 
-    /// Adds a response's body size to the client's byte quota (after the response; not
-    /// on the request's path).
-    pub async fn record_bytes(&self, client: &Client, bytes: u64) {
+    /// Adds bytes sent to the client's byte quota (after the response, or as a stream
+    /// sends them; not on the request's path). Returns the bytes counted in the
+    /// current window, when Redis answered.
+    pub async fn record_bytes(&self, client: &Client, bytes: u64) -> Option<u64> {
         if bytes == 0 || self.now_ms() < self.retry_redis_at.load(Ordering::Relaxed) {
-            return;
+            return None;
         }
         let (_, tier) = self.tier(client);
         if tier.bytes == 0 {
-            return;
+            return None;
         }
         let (_, quota_key) = self.redis_keys(client);
         let window_us = u64::from(tier.window_seconds) * 1_000_000;
         let mut invocation = self.scripts.record_bytes.prepare_invoke();
         invocation.key(&quota_key).arg(window_us).arg(bytes);
         match tokio::time::timeout(self.budget * 4, self.redis.invoke::<i64>(invocation)).await {
-            Ok(Ok(_)) => {}
-            _ => metrics::counter!("reader_ratelimit_redis_errors_total").increment(1),
+            Ok(Ok(total)) => Some(total.max(0) as u64),
+            _ => {
+                metrics::counter!("reader_ratelimit_redis_errors_total").increment(1);
+                None
+            }
         }
     }
 
@@ -393,7 +410,7 @@ mod tests {
         let tier = limiter.config().tiers["anonymous"].clone();
         assert_eq!(
             limiter.policy_header(&tier),
-            "\"requests\";q=10;w=60, \"bytes\";q=1000;qu=\"content-bytes\";w=60"
+            "\"requests\";q=4;w=24, \"bytes\";q=1000;qu=\"content-bytes\";w=60"
         );
         assert_eq!(limiter.cost("/payments", Some(200), false), 3);
         assert_eq!(limiter.cost("/payments", Some(10), true), 20);
