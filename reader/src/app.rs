@@ -274,7 +274,7 @@ async fn payments(
                 tracing::warn!(source = %chosen.source.name, error = %e, "source failed; retrying on another");
                 metrics::counter!("reader_source_failures_total", "source" => chosen.source.name.clone())
                     .increment(1);
-                chosen.source.mark_down(&e.to_string());
+                chosen.source.failed(&e);
                 failed.push(chosen.source.name.clone());
             }
             Err(StoreError::Database(e)) if is_timeout(&e) => {

@@ -4,7 +4,14 @@
 //! other sources). Requests go round-robin to replicas within the lag threshold; the
 //! primary serves only when no replica does (counted); when every source is behind,
 //! requests get 503 `stale_history`. A source whose queries fail at the connection
-//! level is marked down at once and retried by the next poll.
+//! level is marked down at once and retried by the next poll. A busy source (its pool
+//! exhausted, `too many connections`, a recovery conflict on a replica) is not down: the
+//! request is retried on another source and the busy one stays in rotation.
+//!
+//! Each source's tip is probed on a dedicated connection of its own, never one of the
+//! request pool, so a saturated pool cannot make a healthy source look unreachable.
+//! What must hold: only a connection failure (of a query or of the probe) marks a
+//! source down.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -12,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Row as _};
+use sqlx::{ConnectOptions as _, PgConnection, PgPool, Row as _};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -69,6 +76,10 @@ pub struct Source {
     /// Its connection pool.
     pub pool: PgPool,
     health: RwLock<Arc<Health>>,
+    /// How to open the probe's own connection.
+    probe_options: PgConnectOptions,
+    /// The probe's dedicated connection (not from `pool`).
+    probe: tokio::sync::Mutex<Option<PgConnection>>,
 }
 
 impl Source {
@@ -92,6 +103,86 @@ impl Source {
             *h = Arc::new(down);
         }
         metrics::gauge!("reader_source_up", "source" => self.name.clone()).set(0.0);
+    }
+
+    /// Takes note of a query that failed on this source: a connection failure marks it
+    /// down, a busy source is only counted. Returns how the failure was classified
+    /// (None: not the source's fault, do not retry elsewhere).
+    pub fn failed(&self, error: &sqlx::Error) -> Option<Failure> {
+        let failure = classify(error)?;
+        match failure {
+            Failure::Down => self.mark_down(&error.to_string()),
+            Failure::Busy(reason) => {
+                metrics::counter!("reader_source_busy_total", "source" => self.name.clone(), "reason" => reason)
+                    .increment(1);
+            }
+        }
+        Some(failure)
+    }
+
+    /// One probe on the dedicated connection (opened on first use, and again after a
+    /// failure), within `budget`.
+    async fn probe(&self, budget: Duration) -> Result<(Option<View>, Option<String>), String> {
+        let mut connection = self.probe.lock().await;
+        let outcome = tokio::time::timeout(budget, async {
+            if connection.is_none() {
+                *connection = Some(self.probe_options.connect().await?);
+            }
+            match connection.as_mut() {
+                Some(c) => probe(c).await,
+                None => Err(sqlx::Error::PoolClosed),
+            }
+        })
+        .await;
+        match outcome {
+            Ok(Ok(found)) => Ok(found),
+            Ok(Err(e)) => {
+                *connection = None;
+                Err(e.to_string())
+            }
+            Err(_) => {
+                // Whatever the connection was doing, it is not reused.
+                *connection = None;
+                Err(format!("no answer within {budget:?}"))
+            }
+        }
+    }
+}
+
+/// Why a query failed on a source, when the source (not the query) is to blame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The source cannot be reached: mark it down, retry elsewhere.
+    Down,
+    /// The source is there but busy: retry elsewhere, keep it in rotation.
+    Busy(&'static str),
+}
+
+/// How a query's error reflects on its source.
+pub fn classify(error: &sqlx::Error) -> Option<Failure> {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => Some(Failure::Down),
+        sqlx::Error::PoolTimedOut => Some(Failure::Busy("pool_timeout")),
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // A replica cancels queries that conflict with the WAL it replays
+            // (serialization_failure, or a shutdown-class code with this message):
+            // the replica is fine, the query may go elsewhere.
+            if code == "40001" || db.message().contains("conflict with recovery") {
+                Some(Failure::Busy("recovery_conflict"))
+            } else if code == "53300" {
+                Some(Failure::Busy("too_many_connections"))
+            } else if code.starts_with("08") || code.starts_with("57P") {
+                Some(Failure::Down)
+            } else {
+                None
+            }
+        }
+        _ => None,
     }
 }
 
@@ -177,13 +268,33 @@ struct Announcement {
     sequence: u32,
 }
 
-fn pool(url: &str, config: &SourcesConfig) -> Result<PgPool, sqlx::Error> {
+fn connect_options(url: &str, config: &SourcesConfig) -> Result<PgConnectOptions, sqlx::Error> {
     let options: PgConnectOptions = url.parse()?;
     let timeout_ms = config.statement_timeout.as_millis().to_string();
-    let options = options
+    Ok(options
         .application_name("stellar-payments-reader")
-        .options([("statement_timeout", timeout_ms.as_str())]);
-    Ok(PgPoolOptions::new()
+        .options([("statement_timeout", timeout_ms.as_str())]))
+}
+
+fn source(
+    name: String,
+    role: Role,
+    url: &str,
+    config: &SourcesConfig,
+) -> Result<Arc<Source>, sqlx::Error> {
+    let options = connect_options(url, config)?;
+    Ok(Arc::new(Source {
+        name,
+        role,
+        pool: pool(options.clone(), config),
+        health: RwLock::new(Arc::new(Health::default())),
+        probe_options: options.application_name("stellar-payments-reader-probe"),
+        probe: tokio::sync::Mutex::new(None),
+    }))
+}
+
+fn pool(options: PgConnectOptions, config: &SourcesConfig) -> PgPool {
+    PgPoolOptions::new()
         .max_connections(config.pool_size)
         .min_connections(0)
         .acquire_timeout(config.acquire_timeout)
@@ -191,7 +302,7 @@ fn pool(url: &str, config: &SourcesConfig) -> Result<PgPool, sqlx::Error> {
         // every query would double the round trips of the hot path.
         .test_before_acquire(false)
         .idle_timeout(Some(Duration::from_secs(60)))
-        .connect_lazy_with(options))
+        .connect_lazy_with(options)
 }
 
 impl Sources {
@@ -200,20 +311,10 @@ impl Sources {
     pub fn new(config: &SourcesConfig) -> Result<Self, sqlx::Error> {
         let mut sources = Vec::new();
         for (i, url) in config.replica_urls.iter().enumerate() {
-            sources.push(Arc::new(Source {
-                name: format!("replica-{i}"),
-                role: Role::Replica,
-                pool: pool(url, config)?,
-                health: RwLock::new(Arc::new(Health::default())),
-            }));
+            sources.push(source(format!("replica-{i}"), Role::Replica, url, config)?);
         }
         if let Some(url) = &config.primary_url {
-            sources.push(Arc::new(Source {
-                name: "primary".into(),
-                role: Role::Primary,
-                pool: pool(url, config)?,
-                health: RwLock::new(Arc::new(Health::default())),
-            }));
+            sources.push(source("primary".into(), Role::Primary, url, config)?);
         }
         let (best_tip, _) = watch::channel(0);
         Ok(Self {
@@ -368,28 +469,22 @@ impl Sources {
             let checks = self
                 .sources
                 .iter()
-                .map(|s| async move { (s, tokio::time::timeout(budget, probe(&s.pool)).await) });
+                .map(|s| async move { (s, s.probe(budget).await) });
             let results = futures_util::future::join_all(checks).await;
             let mut newest: Option<u32> = None;
             for (source, result) in results {
                 let health = match result {
-                    Ok(Ok((view, network))) => Health {
+                    Ok((view, network)) => Health {
                         reachable: true,
                         view,
                         network,
                         error: None,
                     },
-                    Ok(Err(e)) => Health {
+                    Err(error) => Health {
                         reachable: false,
                         view: source.health().view,
                         network: None,
-                        error: Some(e.to_string()),
-                    },
-                    Err(_) => Health {
-                        reachable: false,
-                        view: source.health().view,
-                        network: None,
-                        error: Some(format!("no answer within {budget:?}")),
+                        error: Some(error),
                     },
                 };
                 if health.reachable != source.health().reachable {
@@ -443,7 +538,9 @@ impl Sources {
 /// One poll of one source: its tip, oldest ledger, backfill generation and network.
 /// The tip is the live writer's cursor; a database filled by backfill alone (no cursor
 /// yet) is served up to its newest ledger.
-async fn probe(pool: &PgPool) -> Result<(Option<View>, Option<String>), sqlx::Error> {
+async fn probe(
+    connection: &mut PgConnection,
+) -> Result<(Option<View>, Option<String>), sqlx::Error> {
     let row = sqlx::query(
         "SELECT t.last_ledger, t.network_passphrase, \
                 (SELECT extract(epoch FROM closed_at)::bigint FROM ledgers WHERE sequence = t.last_ledger) AS closed, \
@@ -453,7 +550,7 @@ async fn probe(pool: &PgPool) -> Result<(Option<View>, Option<String>), sqlx::Er
                                (SELECT max(sequence) FROM ledgers)) AS last_ledger, \
                       (SELECT network_passphrase FROM ingest_cursor) AS network_passphrase) t",
     )
-    .fetch_one(pool)
+    .fetch_one(connection)
     .await?;
     let Some(tip) = row.try_get::<Option<i32>, _>("last_ledger")? else {
         return Ok((None, None));
@@ -507,24 +604,10 @@ async fn announced_tip(
         .map(|a| a.sequence)
 }
 
-/// Whether an error means the source itself failed (retry elsewhere, mark it down)
-/// rather than the query.
+/// Whether an error means the source itself failed or is busy (retry elsewhere) rather
+/// than the query.
 pub fn is_source_failure(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => {
-            let code = db.code().unwrap_or_default();
-            // Connection exceptions, shutdowns, too many connections, and recovery
-            // conflicts on a replica (serialization_failure): another source may answer.
-            code.starts_with("08") || code.starts_with("57P") || code == "53300" || code == "40001"
-        }
-        _ => false,
-    }
+    classify(error).is_some()
 }
 
 /// Whether the statement timeout cancelled the query.

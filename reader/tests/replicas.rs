@@ -1,7 +1,9 @@
 //! Replica handling: a lagging replica (WAL replay paused) is skipped for the primary
 //! fallback; with no fresh source at all requests get 503 stale_history; a replica
 //! killed under traffic fails no request while the primary remains, and is used again
-//! once it is back.
+//! once it is back; a busy replica (pool exhausted, too many connections, recovery
+//! conflicts) is retried elsewhere without being marked down, and its tip probe (on a
+//! connection of its own) keeps working.
 
 mod support;
 
@@ -212,6 +214,86 @@ async fn replica_killed_under_traffic_fails_no_request() {
         before,
         "served by the replica again"
     );
+    reader.stop().await;
+    world.stop().await;
+}
+
+/// The replica's entry in `/health/ready`.
+async fn replica_report(reader: &TestReader) -> Value {
+    let ready: Value = reader.get("/health/ready").await.json().await.expect("json");
+    ready["sources"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "replica-0").cloned())
+        .expect("replica-0 reported")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_replica_is_not_a_dead_one() {
+    use reader::sources::{classify, Failure};
+
+    let world = World::start(3, false).await;
+    world.wait_replica();
+
+    // Real errors raised by Postgres: busy ones keep the source, connection ones not.
+    let primary = sqlx::PgPool::connect(&world.pg.primary_url())
+        .await
+        .expect("connect");
+    let cases = [
+        ("40001", "canceling statement due to conflict with recovery", Some(Failure::Busy("recovery_conflict"))),
+        ("40P01", "canceling statement due to conflict with recovery", Some(Failure::Busy("recovery_conflict"))),
+        ("53300", "sorry, too many clients already", Some(Failure::Busy("too_many_connections"))),
+        ("08006", "connection failure", Some(Failure::Down)),
+        ("57P01", "terminating connection due to administrator command", Some(Failure::Down)),
+        ("22023", "invalid parameter value", None),
+    ];
+    for (code, message, expected) in cases {
+        let sql = format!("DO $$ BEGIN RAISE EXCEPTION '{message}' USING ERRCODE = '{code}'; END $$");
+        let error = sqlx::query(&sql)
+            .execute(&primary)
+            .await
+            .expect_err("raises");
+        assert_eq!(classify(&error), expected, "{code} {message}");
+    }
+    assert_eq!(
+        classify(&sqlx::Error::PoolTimedOut),
+        Some(Failure::Busy("pool_timeout"))
+    );
+
+    // One connection per pool, and the test holds the replica's: its pool is saturated.
+    let reader = TestReader::over(
+        &world,
+        &["--pool-size", "1", "--statement-timeout-ms", "500"],
+    )
+    .await;
+    let replica = reader
+        .state()
+        .sources
+        .all()
+        .iter()
+        .find(|s| s.name == "replica-0")
+        .cloned()
+        .expect("replica");
+    let held = replica.pool.acquire().await.expect("the only connection");
+    // Requests are answered (retried on the primary after the pool timeout) ...
+    for limit in 5..8 {
+        let path = format!("/payments?limit={limit}");
+        assert_eq!(reader.get(&path).await.status(), 200, "{path}");
+    }
+    let metrics = reader.get("/metrics").await.text().await.expect("metrics");
+    assert!(metric(&metrics, "reader_source_busy_total") >= 3.0, "{metrics}");
+    // ... and the replica stays in rotation, its tip still probed on its own connection
+    // while its pool is exhausted.
+    let report = replica_report(&reader).await;
+    assert_eq!(report["reachable"], true, "{report}");
+    assert_eq!(report["usable"], true, "{report}");
+    let tip = world.close_next().await;
+    world.wait_replica();
+    eventually("the probe sees the new tip on the busy replica", async || {
+        let report = replica_report(&reader).await;
+        report["tip"] == tip && report["reachable"] == true
+    })
+    .await;
+    drop(held);
     reader.stop().await;
     world.stop().await;
 }
