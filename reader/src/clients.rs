@@ -145,20 +145,35 @@ mod tests {
         let from_proxy: SocketAddr = "10.1.2.3:5000".parse().expect("addr");
         let from_client: SocketAddr = "203.0.113.9:5000".parse().expect("addr");
         let spoof = headers(&[("x-forwarded-for", "198.51.100.1")]);
-        assert_eq!(client_ip(from_client, &spoof, from).to_string(), "203.0.113.9");
-        assert_eq!(client_ip(from_proxy, &spoof, from).to_string(), "198.51.100.1");
+        assert_eq!(
+            client_ip(from_client, &spoof, from).to_string(),
+            "203.0.113.9"
+        );
+        assert_eq!(
+            client_ip(from_proxy, &spoof, from).to_string(),
+            "198.51.100.1"
+        );
         // The client wrote 1.1.1.1; the proxies appended the rest.
         let chain = headers(&[("x-forwarded-for", "1.1.1.1, 198.51.100.7, 10.9.9.9")]);
-        assert_eq!(client_ip(from_proxy, &chain, from).to_string(), "198.51.100.7");
+        assert_eq!(
+            client_ip(from_proxy, &chain, from).to_string(),
+            "198.51.100.7"
+        );
         // Several header lines are one list.
         let lines = headers(&[
             ("x-forwarded-for", "1.1.1.1"),
             ("x-forwarded-for", "198.51.100.8"),
         ]);
-        assert_eq!(client_ip(from_proxy, &lines, from).to_string(), "198.51.100.8");
+        assert_eq!(
+            client_ip(from_proxy, &lines, from).to_string(),
+            "198.51.100.8"
+        );
         // Garbage to the right stops the walk at the last proxy.
         let garbage = headers(&[("x-forwarded-for", "1.1.1.1, not-an-ip")]);
-        assert_eq!(client_ip(from_proxy, &garbage, from).to_string(), "10.1.2.3");
+        assert_eq!(
+            client_ip(from_proxy, &garbage, from).to_string(),
+            "10.1.2.3"
+        );
         // Only proxies: the left-most of them.
         let inner = headers(&[("x-forwarded-for", "10.0.0.7, 10.0.0.8")]);
         assert_eq!(client_ip(from_proxy, &inner, from).to_string(), "10.0.0.7");
@@ -173,12 +188,21 @@ mod tests {
             cloudflare: &cloudflare,
         };
         let cf = |xff: &'static str| {
-            headers(&[("cf-connecting-ip", "2001:db8::1"), ("x-forwarded-for", xff)])
+            headers(&[
+                ("cf-connecting-ip", "2001:db8::1"),
+                ("x-forwarded-for", xff),
+            ])
         };
         let nginx: SocketAddr = "10.1.2.3:5000".parse().expect("addr");
         // Cloudflare -> nginx -> reader: nginx says the hop was Cloudflare.
-        assert_eq!(client_ip(nginx, &cf("173.245.48.9"), from).to_string(), "2001:db8::1");
-        assert_eq!(client_ip(nginx, &cf("2606:4700::9"), from).to_string(), "2001:db8::1");
+        assert_eq!(
+            client_ip(nginx, &cf("173.245.48.9"), from).to_string(),
+            "2001:db8::1"
+        );
+        assert_eq!(
+            client_ip(nginx, &cf("2606:4700::9"), from).to_string(),
+            "2001:db8::1"
+        );
         // A client straight at nginx with a forged header (and a forged Cloudflare
         // address to the left): the hop is the client, the header is ignored.
         assert_eq!(
@@ -187,10 +211,16 @@ mod tests {
         );
         // Cloudflare straight at the reader.
         let edge: SocketAddr = "173.245.48.1:443".parse().expect("addr");
-        assert_eq!(client_ip(edge, &cf("9.9.9.9"), from).to_string(), "2001:db8::1");
+        assert_eq!(
+            client_ip(edge, &cf("9.9.9.9"), from).to_string(),
+            "2001:db8::1"
+        );
         // A stranger: nothing believed.
         let stranger: SocketAddr = "203.0.113.9:5000".parse().expect("addr");
-        assert_eq!(client_ip(stranger, &cf("173.245.48.9"), from).to_string(), "203.0.113.9");
+        assert_eq!(
+            client_ip(stranger, &cf("173.245.48.9"), from).to_string(),
+            "203.0.113.9"
+        );
         // The proxy itself is not Cloudflare: its CF-Connecting-IP is not believed.
         let only_cf = headers(&[("cf-connecting-ip", "2001:db8::1")]);
         assert_eq!(client_ip(nginx, &only_cf, from).to_string(), "10.1.2.3");
@@ -207,7 +237,10 @@ mod tests {
         let v4 = Client::at("::ffff:203.0.113.7".parse().expect("ip"), 32, 64);
         assert_eq!(v4, Client::Ip("203.0.113.7/32".parse().expect("net")));
         let v6_128 = Client::at("2001:db8::1".parse().expect("ip"), 32, 128);
-        assert_ne!(v6_128, Client::at("2001:db8::2".parse().expect("ip"), 32, 128));
+        assert_ne!(
+            v6_128,
+            Client::at("2001:db8::2".parse().expect("ip"), 32, 128)
+        );
     }
 
     #[test]

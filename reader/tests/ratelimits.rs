@@ -186,11 +186,23 @@ async fn limits_are_shared_exactly_by_three_readers() {
     assert_eq!(r.status(), 429, "the same client as before");
     // ... or when Cloudflare connects itself.
     let edge = client_from("127.0.0.4");
-    let r = get(&edge, &pods[2], "/payments", &[("cf-connecting-ip", "198.51.100.1")]).await;
+    let r = get(
+        &edge,
+        &pods[2],
+        "/payments",
+        &[("cf-connecting-ip", "198.51.100.1")],
+    )
+    .await;
     assert_eq!(r.status(), 429, "the same client as before");
     // Not from the proxy's own say-so, not with a Cloudflare address forged to the
     // left of the real hop, and never from a stranger: each is a client of its own.
-    let r = get(&proxy, &pods[0], "/payments", &[("cf-connecting-ip", "198.51.100.1")]).await;
+    let r = get(
+        &proxy,
+        &pods[0],
+        "/payments",
+        &[("cf-connecting-ip", "198.51.100.1")],
+    )
+    .await;
     assert_eq!(r.status(), 200, "the proxy is not Cloudflare");
     let r = get(
         &proxy,
@@ -204,7 +216,13 @@ async fn limits_are_shared_exactly_by_three_readers() {
     .await;
     assert_eq!(r.status(), 200, "the hop is 192.0.2.78, not Cloudflare");
     let other = client_from("127.0.0.5");
-    let r = get(&other, &pods[1], "/payments", &[("cf-connecting-ip", "198.51.100.1")]).await;
+    let r = get(
+        &other,
+        &pods[1],
+        "/payments",
+        &[("cf-connecting-ip", "198.51.100.1")],
+    )
+    .await;
     assert_eq!(r.status(), 200, "a stranger's CF-Connecting-IP is ignored");
     // A spoofed X-Forwarded-For sent through the proxy: the client's own entries are
     // to the left of what the proxy appended, and ignored.
@@ -215,12 +233,22 @@ async fn limits_are_shared_exactly_by_three_readers() {
         &[("x-forwarded-for", "192.0.2.200, 198.51.100.1")],
     )
     .await;
-    assert_eq!(r.status(), 429, "the right-most untrusted hop is the client");
+    assert_eq!(
+        r.status(),
+        429,
+        "the right-most untrusted hop is the client"
+    );
 
     // IPv6 clients are limited per /64: new interface ids buy nothing.
     for i in 0..6 {
         let ip = format!("2001:db8:1:2::{:x}", i + 1);
-        let r = get(&proxy, &pods[i % 3], "/payments", &[("x-forwarded-for", &ip)]).await;
+        let r = get(
+            &proxy,
+            &pods[i % 3],
+            "/payments",
+            &[("x-forwarded-for", &ip)],
+        )
+        .await;
         assert_eq!(r.status(), 200, "request {i}");
     }
     let r = get(
@@ -588,7 +616,10 @@ async fn streams_are_capped_per_client_and_their_bytes_count() {
     let doc: Value = r.json().await.expect("problem");
     assert_eq!(doc["extras"]["policy"], "bytes");
     let metrics = pod.get("/metrics").await.text().await.expect("metrics");
-    assert!(metrics.contains("reader_ratelimit_streams_ended_total"), "{metrics}");
+    assert!(
+        metrics.contains("reader_ratelimit_streams_ended_total"),
+        "{metrics}"
+    );
 
     pod.stop().await;
     world.stop().await;
@@ -666,10 +697,17 @@ async fn a_slow_redis_connect_does_not_leave_the_limiter_open() {
     ]))
     .await;
     // The shared limit (4), not the per-pod fallback (4 over 2 pods = 2).
-    assert_eq!(allowed(&client_from("127.0.0.6"), &pod).await, 4, "decided by Redis");
+    assert_eq!(
+        allowed(&client_from("127.0.0.6"), &pod).await,
+        4,
+        "decided by Redis"
+    );
     let limiter_state = || async {
         let ready: Value = pod.get("/health/ready").await.json().await.expect("json");
-        ready["rate_limiter"].as_str().unwrap_or_default().to_owned()
+        ready["rate_limiter"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     };
     assert_eq!(limiter_state().await, "ok");
 
@@ -689,7 +727,11 @@ async fn a_slow_redis_connect_does_not_leave_the_limiter_open() {
         }
         assert!(Instant::now() < deadline, "never back on Redis");
     }
-    assert_eq!(allowed(&client_from("127.0.0.8"), &pod).await, 4, "decided by Redis again");
+    assert_eq!(
+        allowed(&client_from("127.0.0.8"), &pod).await,
+        4,
+        "decided by Redis again"
+    );
     pod.stop().await;
     drop(redis);
 }

@@ -220,7 +220,12 @@ async fn replica_killed_under_traffic_fails_no_request() {
 
 /// The replica's entry in `/health/ready`.
 async fn replica_report(reader: &TestReader) -> Value {
-    let ready: Value = reader.get("/health/ready").await.json().await.expect("json");
+    let ready: Value = reader
+        .get("/health/ready")
+        .await
+        .json()
+        .await
+        .expect("json");
     ready["sources"]
         .as_array()
         .and_then(|s| s.iter().find(|s| s["name"] == "replica-0").cloned())
@@ -239,15 +244,32 @@ async fn a_busy_replica_is_not_a_dead_one() {
         .await
         .expect("connect");
     let cases = [
-        ("40001", "canceling statement due to conflict with recovery", Some(Failure::Busy("recovery_conflict"))),
-        ("40P01", "canceling statement due to conflict with recovery", Some(Failure::Busy("recovery_conflict"))),
-        ("53300", "sorry, too many clients already", Some(Failure::Busy("too_many_connections"))),
+        (
+            "40001",
+            "canceling statement due to conflict with recovery",
+            Some(Failure::Busy("recovery_conflict")),
+        ),
+        (
+            "40P01",
+            "canceling statement due to conflict with recovery",
+            Some(Failure::Busy("recovery_conflict")),
+        ),
+        (
+            "53300",
+            "sorry, too many clients already",
+            Some(Failure::Busy("too_many_connections")),
+        ),
         ("08006", "connection failure", Some(Failure::Down)),
-        ("57P01", "terminating connection due to administrator command", Some(Failure::Down)),
+        (
+            "57P01",
+            "terminating connection due to administrator command",
+            Some(Failure::Down),
+        ),
         ("22023", "invalid parameter value", None),
     ];
     for (code, message, expected) in cases {
-        let sql = format!("DO $$ BEGIN RAISE EXCEPTION '{message}' USING ERRCODE = '{code}'; END $$");
+        let sql =
+            format!("DO $$ BEGIN RAISE EXCEPTION '{message}' USING ERRCODE = '{code}'; END $$");
         let error = sqlx::query(&sql)
             .execute(&primary)
             .await
@@ -280,7 +302,10 @@ async fn a_busy_replica_is_not_a_dead_one() {
         assert_eq!(reader.get(&path).await.status(), 200, "{path}");
     }
     let metrics = reader.get("/metrics").await.text().await.expect("metrics");
-    assert!(metric(&metrics, "reader_source_busy_total") >= 3.0, "{metrics}");
+    assert!(
+        metric(&metrics, "reader_source_busy_total") >= 3.0,
+        "{metrics}"
+    );
     // ... and the replica stays in rotation, its tip still probed on its own connection
     // while its pool is exhausted.
     let report = replica_report(&reader).await;
@@ -288,10 +313,13 @@ async fn a_busy_replica_is_not_a_dead_one() {
     assert_eq!(report["usable"], true, "{report}");
     let tip = world.close_next().await;
     world.wait_replica();
-    eventually("the probe sees the new tip on the busy replica", async || {
-        let report = replica_report(&reader).await;
-        report["tip"] == tip && report["reachable"] == true
-    })
+    eventually(
+        "the probe sees the new tip on the busy replica",
+        async || {
+            let report = replica_report(&reader).await;
+            report["tip"] == tip && report["reachable"] == true
+        },
+    )
     .await;
     drop(held);
     reader.stop().await;

@@ -271,11 +271,10 @@ pub(crate) const TEST_CONFIG: &str = r#"
 mod tests {
     use super::*;
 
-
     #[test]
     fn the_shipped_example_is_valid() {
-        let c = LimitsConfig::parse(include_str!("../../../deploy/rate-limits.toml"))
-            .expect("valid");
+        let c =
+            LimitsConfig::parse(include_str!("../../../deploy/rate-limits.toml")).expect("valid");
         assert!(c.tiers.contains_key("partner"));
         assert_eq!(c.hot_key_sync_ms, 0);
         // The shipped list is Cloudflare's published one, as the default.
@@ -290,8 +289,8 @@ mod tests {
             .cloudflare_ranges
             .iter()
             .any(|n| n.contains(&"2606:4700::1".parse::<std::net::IpAddr>().expect("ip"))));
-        let off = LimitsConfig::parse(&format!("cloudflare_ranges = []\n{TEST_CONFIG}"))
-            .expect("valid");
+        let off =
+            LimitsConfig::parse(&format!("cloudflare_ranges = []\n{TEST_CONFIG}")).expect("valid");
         assert!(off.cloudflare_ranges.is_empty());
         assert_eq!((c.ipv4_prefix, c.ipv6_prefix), (32, 64));
         assert!(LimitsConfig::parse(&format!("ipv6_prefix = 129\n{TEST_CONFIG}")).is_err());
@@ -307,7 +306,8 @@ mod tests {
         )
         .is_err());
         assert!(
-            LimitsConfig::parse(&TEST_CONFIG.replace("tier = \"partner\"", "tier = \"gold\"")).is_err()
+            LimitsConfig::parse(&TEST_CONFIG.replace("tier = \"partner\"", "tier = \"gold\""))
+                .is_err()
         );
         assert!(LimitsConfig::parse(&TEST_CONFIG.replace("burst = 4", "burst = 0")).is_err());
     }

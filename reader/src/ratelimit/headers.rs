@@ -16,7 +16,8 @@ use super::{Decision, Tier};
 /// The `requests` policy of a tier: its burst, over the seconds an empty burst takes to
 /// fill (`burst * window / requests`, rounded up).
 pub fn request_policy(tier: &Tier) -> (u32, u64) {
-    let w = (u64::from(tier.burst) * u64::from(tier.window_seconds)).div_ceil(u64::from(tier.requests));
+    let w =
+        (u64::from(tier.burst) * u64::from(tier.window_seconds)).div_ceil(u64::from(tier.requests));
     (tier.burst, w.max(1))
 }
 
@@ -79,7 +80,10 @@ mod tests {
     #[test]
     fn the_request_policy_is_the_burst_and_its_refill() {
         // 3600 an hour with a burst of 100: 100 at once, full again after 100 s.
-        assert_eq!(policy_header(&tier(3600, 100, 3600)), "\"requests\";q=100;w=100");
+        assert_eq!(
+            policy_header(&tier(3600, 100, 3600)),
+            "\"requests\";q=100;w=100"
+        );
         assert_eq!(policy_header(&tier(6, 6, 60)), "\"requests\";q=6;w=60");
         assert_eq!(request_policy(&tier(7, 1, 60)), (1, 9));
         assert_eq!(request_policy(&tier(1000, 1, 1)), (1, 1));

@@ -203,9 +203,11 @@ impl RateLimiter {
                     .arg(tier.credits)
                     .arg(n)
                     .arg(credits);
-                let result =
-                    tokio::time::timeout(self.budget * 4, self.redis.invoke::<Vec<i64>>(invocation))
-                        .await;
+                let result = tokio::time::timeout(
+                    self.budget * 4,
+                    self.redis.invoke::<Vec<i64>>(invocation),
+                )
+                .await;
                 let renewed = match result {
                     Ok(Ok(v)) if v.len() == 5 => {
                         let secs = |us: i64| (us.max(0) as u64).div_ceil(1_000_000);
@@ -235,4 +237,3 @@ impl RateLimiter {
         }
     }
 }
-

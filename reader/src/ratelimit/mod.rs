@@ -260,8 +260,7 @@ impl RateLimiter {
                 .arg(unsynced.0)
                 .arg(unsynced.1);
             let started = Instant::now();
-            match tokio::time::timeout(self.budget, self.redis.invoke::<Vec<i64>>(invocation))
-                .await
+            match tokio::time::timeout(self.budget, self.redis.invoke::<Vec<i64>>(invocation)).await
             {
                 Ok(Ok(v)) if v.len() == 7 => {
                     metrics::histogram!("reader_ratelimit_redis_seconds")
@@ -373,12 +372,12 @@ impl RateLimiter {
 
     /// `RateLimit-Policy` for a tier (IETF draft-ietf-httpapi-ratelimit-headers).
     pub fn policy_header(&self, tier: &Tier) -> String {
-        headers::policy_header(tier)
+        policy_header(tier)
     }
 
     /// `RateLimit` for a decision.
     pub fn state_header(&self, tier: &Tier, decision: &Decision) -> String {
-        headers::state_header(tier, decision)
+        state_header(tier, decision)
     }
 }
 
