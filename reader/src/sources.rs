@@ -78,6 +78,9 @@ pub struct Source {
     health: RwLock<Arc<Health>>,
     /// How to open the probe's own connection.
     probe_options: PgConnectOptions,
+    /// When the source was last found down: pooled connections older than that are
+    /// discarded on acquire (they died with it).
+    down: Arc<DownMark>,
     /// The probe's dedicated connection (not from `pool`).
     probe: tokio::sync::Mutex<Option<PgConnection>>,
 }
@@ -96,6 +99,7 @@ impl Source {
     /// Marks the source down after a connection-level failure; the next poll decides
     /// when it is back.
     pub fn mark_down(&self, error: &str) {
+        self.down.mark();
         if let Ok(mut h) = self.health.write() {
             let mut down = Health::clone(&h);
             down.reachable = false;
@@ -146,6 +150,36 @@ impl Source {
                 Err(format!("no answer within {budget:?}"))
             }
         }
+    }
+}
+
+/// When a source was last found down, for its pool's acquire check.
+#[derive(Debug)]
+struct DownMark {
+    base: Instant,
+    /// Milliseconds after `base`, plus one (0: never).
+    at: AtomicU64,
+}
+
+impl DownMark {
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            at: AtomicU64::new(0),
+        }
+    }
+
+    fn mark(&self) {
+        self.at.store(
+            self.base.elapsed().as_millis() as u64 + 1,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Whether a connection of this age was opened before the last mark.
+    fn predates(&self, age: Duration) -> bool {
+        let at = self.at.load(Ordering::Relaxed);
+        at > 0 && (self.base.elapsed().saturating_sub(age).as_millis() as u64) < at
     }
 }
 
@@ -283,18 +317,26 @@ fn source(
     config: &SourcesConfig,
 ) -> Result<Arc<Source>, sqlx::Error> {
     let options = connect_options(url, config)?;
+    let down = Arc::new(DownMark::new());
     Ok(Arc::new(Source {
         name,
         role,
-        pool: pool(options.clone(), config),
+        pool: pool(options.clone(), config, down.clone()),
+        down,
         health: RwLock::new(Arc::new(Health::default())),
         probe_options: options.application_name("stellar-payments-reader-probe"),
         probe: tokio::sync::Mutex::new(None),
     }))
 }
 
-fn pool(options: PgConnectOptions, config: &SourcesConfig) -> PgPool {
+fn pool(options: PgConnectOptions, config: &SourcesConfig, down: Arc<DownMark>) -> PgPool {
     PgPoolOptions::new()
+        // Connections opened before the source was last found down are dead: dropped
+        // without a round trip, so a source that comes back serves at once.
+        .before_acquire(move |_, meta| {
+            let alive = !down.predates(meta.age);
+            Box::pin(async move { Ok(alive) })
+        })
         .max_connections(config.pool_size)
         .min_connections(0)
         .acquire_timeout(config.acquire_timeout)
@@ -480,12 +522,15 @@ impl Sources {
                         network,
                         error: None,
                     },
-                    Err(error) => Health {
-                        reachable: false,
-                        view: source.health().view,
-                        network: None,
-                        error: Some(error),
-                    },
+                    Err(error) => {
+                        source.down.mark();
+                        Health {
+                            reachable: false,
+                            view: source.health().view,
+                            network: None,
+                            error: Some(error),
+                        }
+                    }
                 };
                 if health.reachable != source.health().reachable {
                     if health.reachable {
