@@ -548,15 +548,17 @@ pub async fn health() -> Response {
     r
 }
 
-/// GET /health/ready: a source is reachable and fresh, and shutdown has not begun.
+/// GET /health/ready: shutdown has not begun and the pod has warmed up (see
+/// `Sources::readiness`: fleet-wide conditions are reported, not failed).
 #[utoipa::path(get, path = "/health/ready", tag = "meta", responses(
-    (status = 200, description = "Ready to serve"),
-    (status = 503, description = "Not ready: shutting down, or no fresh source"),
+    (status = 200, description = "Ready to serve (status degraded when no source is usable: a fleet-wide condition)"),
+    (status = 503, description = "Not ready: shutting down, or no source usable since start"),
 ))]
 pub async fn ready(State(state): State<AppState>) -> Response {
     let overview = state.sources.overview();
     let accepting = state.ready.load(Ordering::Relaxed);
-    let ok = accepting && overview.best.is_some();
+    let sources = state.sources.readiness();
+    let ok = accepting && sources.ready;
     let limiter = match &state.limiter {
         None => "off",
         Some(l) if l.degraded() => "degraded",
@@ -569,15 +571,17 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     };
     let reason = if !accepting {
         Some("shutting down")
-    } else if overview.best.is_none() {
-        Some("no reachable source within the lag threshold")
     } else {
-        None
+        sources.reason
     };
     let mut r = (
         status,
         Json(json!({
-            "status": if ok { "ready" } else { "not_ready" },
+            "status": match (ok, reason) {
+                (true, None) => "ready",
+                (true, Some(_)) => "degraded",
+                (false, _) => "not_ready",
+            },
             "reason": reason,
             "newest_ledger": overview.newest_tip,
             "rate_limiter": limiter,

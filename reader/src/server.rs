@@ -129,6 +129,23 @@ pub async fn start_on(listener: TcpListener, args: &ReaderArgs) -> anyhow::Resul
         db_queries: AtomicU64::new(0),
         limiter,
     });
+    // The history went backwards: nothing cached under the old history is served.
+    let mut regressions = state.sources.subscribe_regressions();
+    let cache = state.cache.clone();
+    let stop_watch = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop_watch.cancelled() => return,
+                changed = regressions.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    cache.invalidate_all();
+                }
+            }
+        }
+    });
     let address = listener.local_addr()?;
     let app = router(state.clone());
     let stopped = stop.clone();

@@ -8,12 +8,27 @@
 //! exhausted, `too many connections`, a recovery conflict on a replica) is not down: the
 //! request is retried on another source and the busy one stays in rotation.
 //!
+//! The tracked newest tip never goes back on its own (a source that was ahead and died
+//! still counts). It goes back only when the history itself went backwards (a database
+//! restore, a testnet reset, a wrong announcement): every reachable source is behind it
+//! by more than the lag threshold, and a source's own tip went backwards or the primary
+//! (where the writer writes) is that far behind too. Then the lower tip is tracked, the
+//! announcement that contradicts it is ignored until it changes, and the backfill
+//! generation of every view moves on so that nothing cached under the old history
+//! (cache keys, ETags) is reused (`reader_tip_regressions_total`; `subscribe_regressions`
+//! lets the server drop its response cache).
+//!
+//! Readiness (`readiness`) fails only for what is this pod's own: before any source was
+//! ever usable. A history that is stale or unreachable everywhere is fleet-wide: pods stay
+//! ready and answer 503 problem documents, rather than all leaving the load balancer at
+//! once.
+//!
 //! Each source's tip is probed on a dedicated connection of its own, never one of the
 //! request pool, so a saturated pool cannot make a healthy source look unreachable.
 //! What must hold: only a connection failure (of a query or of the probe) marks a
 //! source down.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -295,7 +310,28 @@ pub struct Sources {
     newest: RwLock<Option<u32>>,
     best_tip: watch::Sender<u32>,
     fallbacks: AtomicU64,
+    /// Counts the times the history went backwards.
+    regressions: watch::Sender<u64>,
+    /// A source's tip went backwards since the tracked tip last agreed with the sources.
+    went_back: AtomicBool,
+    /// An announced tip that contradicted the sources when the history went backwards.
+    ignored_announcement: RwLock<Option<u32>>,
+    /// Some source was usable at least once since start.
+    warmed: AtomicBool,
 }
+
+/// Whether the pod should receive traffic, and what is degraded.
+#[derive(Clone, Copy, Debug)]
+pub struct Readiness {
+    /// Ready for traffic.
+    pub ready: bool,
+    /// Why not ready, or what is degraded while ready.
+    pub reason: Option<&'static str>,
+}
+
+/// Generations move on by this much each time the history goes backwards (backfill
+/// counts stay far below it).
+const REGRESSION_GENERATION: i64 = 1 << 40;
 
 #[derive(Deserialize)]
 struct Announcement {
@@ -359,7 +395,12 @@ impl Sources {
             sources.push(source("primary".into(), Role::Primary, url, config)?);
         }
         let (best_tip, _) = watch::channel(0);
+        let (regressions, _) = watch::channel(0);
         Ok(Self {
+            regressions,
+            went_back: AtomicBool::new(false),
+            ignored_announcement: RwLock::new(None),
+            warmed: AtomicBool::new(false),
             sources,
             max_lag: config.max_lag_ledgers,
             next: AtomicUsize::new(0),
@@ -378,6 +419,37 @@ impl Sources {
     /// poll finds one).
     pub fn best_tip(&self) -> Option<u32> {
         Some(*self.best_tip.borrow()).filter(|t| *t > 0)
+    }
+
+    /// Changes each time the history went backwards (tip-keyed state must go).
+    pub fn subscribe_regressions(&self) -> watch::Receiver<u64> {
+        self.regressions.subscribe()
+    }
+
+    /// Readiness: not ready only before any source was ever usable (this pod has not
+    /// warmed up). Once it has, a history stale or unreachable on every source is a
+    /// fleet-wide condition, reported but not failing readiness: every pod would fail
+    /// together and the whole fleet would leave the load balancer at once.
+    pub fn readiness(&self) -> Readiness {
+        if self.overview().best.is_some() {
+            return Readiness {
+                ready: true,
+                reason: None,
+            };
+        }
+        if !self.warmed.load(Ordering::Relaxed) {
+            return Readiness {
+                ready: false,
+                reason: Some("no source has been usable since start"),
+            };
+        }
+        Readiness {
+            ready: true,
+            reason: Some(
+                "degraded: no reachable source within the lag threshold; requests get 503 \
+                 until one is (fleet-wide, so readiness holds)",
+            ),
+        }
     }
 
     /// Every source.
@@ -513,12 +585,16 @@ impl Sources {
                 .iter()
                 .map(|s| async move { (s, s.probe(budget).await) });
             let results = futures_util::future::join_all(checks).await;
+            let epoch = *self.regressions.borrow() as i64;
             let mut newest: Option<u32> = None;
             for (source, result) in results {
                 let health = match result {
                     Ok((view, network)) => Health {
                         reachable: true,
-                        view,
+                        view: view.map(|mut v| {
+                            v.generation += epoch * REGRESSION_GENERATION;
+                            v
+                        }),
                         network,
                         error: None,
                     },
@@ -544,19 +620,42 @@ impl Sources {
                 if health.reachable {
                     if let Some(view) = health.view {
                         newest = newest.max(Some(view.tip));
+                        if source
+                            .health()
+                            .view
+                            .is_some_and(|before| view.tip < before.tip)
+                        {
+                            tracing::warn!(source = %source.name, tip = view.tip, "a source's tip went backwards");
+                            self.went_back.store(true, Ordering::Relaxed);
+                        }
                     }
                 }
                 source.set_health(health);
             }
+            let sources_newest = newest;
+            let mut announced = None;
             if let Some(url) = &config.redis_url {
-                if let Some(announced) = announced_tip(url, &tip_key, &mut redis).await {
-                    newest = newest.max(Some(announced));
+                announced = announced_tip(url, &tip_key, &mut redis).await;
+                if let Some(a) = announced {
+                    let ignored = self.ignored_announcement.read().ok().and_then(|i| *i);
+                    if ignored == Some(a) {
+                        // Still the announcement the sources contradicted.
+                    } else {
+                        if ignored.is_some() {
+                            if let Ok(mut i) = self.ignored_announcement.write() {
+                                *i = None;
+                            }
+                        }
+                        newest = newest.max(Some(a));
+                    }
                 }
             }
-            if let Ok(mut n) = self.newest.write() {
-                // The newest tip never goes back within a process (a source that was
-                // ahead and died must still count: others are behind that tip).
-                *n = (*n).max(newest);
+            if !self.history_went_backwards(sources_newest, announced) {
+                if let Ok(mut n) = self.newest.write() {
+                    // The newest tip never goes back by itself (a source that was ahead
+                    // and died must still count: others are behind that tip).
+                    *n = (*n).max(newest);
+                }
             }
             let newest = self.newest();
             let mut best = 0;
@@ -571,12 +670,71 @@ impl Sources {
                     best = best.max(view.tip);
                 }
             }
+            if best > 0 {
+                self.warmed.store(true, Ordering::Relaxed);
+            }
             self.best_tip.send_if_modified(|b| {
                 let changed = *b != best;
                 *b = best;
                 changed
             });
         }
+    }
+
+    /// After a poll: when every reachable source is behind the tracked tip by more
+    /// than the lag threshold, and a source went backwards or the primary itself is
+    /// that far behind, the history went backwards: track the sources' tip instead,
+    /// ignore the announcement that contradicts it, and move every view's generation
+    /// on. True when it did.
+    fn history_went_backwards(&self, sources_newest: Option<u32>, announced: Option<u32>) -> bool {
+        let (Some(tracked), Some(lower)) = (self.newest(), sources_newest) else {
+            return false;
+        };
+        let all_behind = lower.saturating_add(self.max_lag) < tracked;
+        if !all_behind {
+            self.went_back.store(false, Ordering::Relaxed);
+            return false;
+        }
+        let primary_behind = self.sources.iter().any(|s| {
+            let h = s.health();
+            s.role == Role::Primary
+                && h.reachable
+                && h.view
+                    .is_some_and(|v| v.tip.saturating_add(self.max_lag) < tracked)
+        });
+        if !(self.went_back.load(Ordering::Relaxed) || primary_behind) {
+            return false;
+        }
+        let mut newest = lower;
+        match announced {
+            Some(a) if a > lower.saturating_add(self.max_lag) => {
+                if let Ok(mut i) = self.ignored_announcement.write() {
+                    *i = Some(a);
+                }
+            }
+            Some(a) => newest = newest.max(a),
+            None => {}
+        }
+        if let Ok(mut n) = self.newest.write() {
+            *n = Some(newest);
+        }
+        self.went_back.store(false, Ordering::Relaxed);
+        for s in &self.sources {
+            let mut h = Health::clone(&s.health());
+            if let Some(v) = h.view.as_mut() {
+                v.generation += REGRESSION_GENERATION;
+            }
+            s.set_health(h);
+        }
+        self.regressions.send_modify(|n| *n += 1);
+        metrics::counter!("reader_tip_regressions_total").increment(1);
+        tracing::warn!(
+            from = tracked,
+            to = newest,
+            "the history went backwards (a restore, a network reset or a wrong announcement): \
+             tracking the lower tip, dropping what was cached under the old one"
+        );
+        true
     }
 }
 

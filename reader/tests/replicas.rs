@@ -3,14 +3,15 @@
 //! killed under traffic fails no request while the primary remains, and is used again
 //! once it is back; a busy replica (pool exhausted, too many connections, recovery
 //! conflicts) is retried elsewhere without being marked down, and its tip probe (on a
-//! connection of its own) keeps working.
+//! connection of its own) keeps working; a history that goes backwards (a restore) is
+//! followed, with nothing served from the old one, and never fails readiness.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{blocking, reader_args, TestReader, World};
+use support::{blocking, reader_args, TestReader, World, FIRST};
 
 async fn latest_ledger(reader: &TestReader, path: &str) -> (u16, Option<u32>) {
     let r = reader.get(path).await;
@@ -96,8 +97,9 @@ async fn lagging_replica_is_avoided_and_all_stale_is_503() {
     assert!(metrics.contains("reader_source_lag_ledgers{source=\"replica-0\"}"));
     assert_eq!(with_primary.get("/health/ready").await.status(), 200);
 
-    // Without a fallback, every source is stale: 503 stale_history, readiness fails,
-    // liveness does not.
+    // Without a fallback, every source is stale: 503 stale_history. Readiness holds
+    // (reporting it): a stale history is the same on every pod, and failing readiness
+    // would take the whole fleet out at once.
     eventually("stale history", async || {
         replica_only.get("/payments").await.status() == 503
     })
@@ -117,8 +119,9 @@ async fn lagging_replica_is_avoided_and_all_stale_is_503() {
     );
     assert_eq!(doc["extras"]["newest_ledger"], tip);
     let ready = replica_only.get("/health/ready").await;
-    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.status(), 200);
     let ready: Value = ready.json().await.expect("json");
+    assert_eq!(ready["status"], "degraded");
     assert_eq!(ready["sources"][0]["lag"], 3);
     assert_eq!(replica_only.get("/health").await.status(), 200);
 
@@ -323,5 +326,76 @@ async fn a_busy_replica_is_not_a_dead_one() {
     .await;
     drop(held);
     reader.stop().await;
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tip_that_goes_backwards_is_followed() {
+    let mut world = World::start(10, true).await;
+    world.wait_replica();
+    let tip = world.latest();
+    let redis = world.redis.as_ref().expect("redis").url();
+    let replica = world.pg.replica_url().expect("replica");
+    let both = TestReader::over(&world, &["--max-lag-ledgers", "2"]).await;
+    let replica_only = TestReader::start(reader_args(&[
+        "--replica-url",
+        &replica,
+        "--redis-url",
+        &redis,
+        "--max-lag-ledgers",
+        "2",
+    ]))
+    .await;
+    replica_only.wait_tip(tip).await;
+    // Cached at the old tip.
+    let newest_ledger = |page: &Value| {
+        page["_embedded"]["records"][0]["id"]
+            .as_str()
+            .and_then(|s| s.parse::<i64>().ok())
+            .map(|id| (id >> 32) as u32)
+    };
+    let path = "/payments?order=desc&limit=5";
+    assert_eq!(newest_ledger(&both.json(path).await), Some(tip));
+
+    // A restore: the database goes back 5 ledgers (the replica follows), while the
+    // writer's last announcement in Redis still says the old tip.
+    world.stop_writer().await;
+    let back = FIRST + 4;
+    assert!(tip > back + 2);
+    let sql = format!(
+        "BEGIN; \
+         DELETE FROM payments WHERE ledger_sequence > {back}; \
+         DELETE FROM transactions WHERE ledger_sequence > {back}; \
+         DELETE FROM ledgers WHERE sequence > {back}; \
+         UPDATE ingest_cursor SET last_ledger = {back}; \
+         COMMIT;"
+    );
+    let port = world.pg.primary_port();
+    blocking(|| world.pg.psql(port, "payments", &sql)).expect("roll back");
+    world.wait_replica();
+
+    // Both readers follow the lower tip (one learns it from the primary, the other
+    // from its replica going backwards), serve nothing cached under the old history,
+    // and stay ready throughout.
+    for reader in [&both, &replica_only] {
+        eventually("the lower tip is served", async || {
+            latest_ledger(reader, path).await == (200, Some(back))
+        })
+        .await;
+        let root = reader.json("/").await;
+        assert_eq!(root["history_latest_ledger"], back);
+        assert_eq!(newest_ledger(&reader.json(path).await), Some(back));
+        let ready = reader.get("/health/ready").await;
+        assert_eq!(ready.status(), 200);
+        let ready: Value = ready.json().await.expect("json");
+        assert_eq!(ready["status"], "ready", "{ready}");
+        let metrics = reader.get("/metrics").await.text().await.expect("metrics");
+        assert!(
+            metric(&metrics, "reader_tip_regressions_total") >= 1.0,
+            "{metrics}"
+        );
+    }
+    both.stop().await;
+    replica_only.stop().await;
     world.stop().await;
 }
