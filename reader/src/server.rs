@@ -99,6 +99,7 @@ pub async fn start_on(listener: TcpListener, args: &ReaderArgs) -> anyhow::Resul
             // connected in the background.
             limiter.connect_at_start().await;
             tokio::spawn(limiter.clone().keep_connected(shutdown.clone()));
+            tokio::spawn(limiter.clone().keep_streams_open(shutdown.clone()));
             tokio::spawn(limiter.clone().sync_hot_clients(shutdown.clone()));
             let shrink = limiter.clone();
             let stop = shutdown.clone();

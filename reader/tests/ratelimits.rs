@@ -559,30 +559,52 @@ async fn streams_are_capped_per_client_and_their_bytes_count() {
     let path = dir.path().join("limits.toml");
     std::fs::write(&path, format!("max_streams_per_client = 2\n{LIMITS}")).expect("write");
     let limits = path.display().to_string();
-    let pod = readers(&world, &limits, 1).await.remove(0);
+    let pods = readers(&world, &limits, 2).await;
+    let pod = &pods[0];
     let client = client_from("127.0.0.1");
 
-    // Two streams at the tip are open (each has sent its `open` event)...
-    let mut first = open_stream(&client, &pod, "/payments?cursor=now", Some("spaced-key")).await;
+    // Two streams at the tip, on two pods, are open (each has sent its `open` event)...
+    let mut first = open_stream(
+        &client,
+        &pods[0],
+        "/payments?cursor=now",
+        Some("spaced-key"),
+    )
+    .await;
     assert_eq!(first.status(), 200);
     assert!(first.chunk().await.expect("chunk").is_some());
-    let mut second = open_stream(&client, &pod, "/payments?cursor=now", Some("spaced-key")).await;
+    let mut second = open_stream(
+        &client,
+        &pods[1],
+        "/payments?cursor=now",
+        Some("spaced-key"),
+    )
+    .await;
     assert_eq!(second.status(), 200);
     assert!(second.chunk().await.expect("chunk").is_some());
-    // ... a third of the same client is refused, another client's is not.
-    let r = open_stream(&client, &pod, "/payments?cursor=now", Some("spaced-key")).await;
-    assert_eq!(r.status(), 429);
-    let doc: Value = r.json().await.expect("problem");
-    assert_eq!(doc["extras"]["policy"], "streams");
-    let mut other = open_stream(&client, &pod, "/payments?cursor=now", None).await;
+    // ... a third of the same client is refused on either pod (the cap is fleet-wide),
+    // another client's is not.
+    for pod in &pods {
+        let r = open_stream(&client, pod, "/payments?cursor=now", Some("spaced-key")).await;
+        assert_eq!(r.status(), 429);
+        let doc: Value = r.json().await.expect("problem");
+        assert_eq!(doc["extras"]["policy"], "streams");
+    }
+    let mut other = open_stream(&client, &pods[1], "/payments?cursor=now", None).await;
     assert_eq!(other.status(), 200);
     assert!(other.chunk().await.expect("chunk").is_some());
-    // Once one closes, its slot is free again.
+    // Once one closes, its slot is free again, on any pod.
     drop(first);
     world.close_next().await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let third = loop {
-        let r = open_stream(&client, &pod, "/payments?cursor=now", Some("spaced-key")).await;
+        let r = open_stream(
+            &client,
+            &pods[1],
+            "/payments?cursor=now",
+            Some("spaced-key"),
+        )
+        .await;
         if r.status() == 200 {
             break r;
         }
@@ -594,7 +616,7 @@ async fn streams_are_capped_per_client_and_their_bytes_count() {
 
     // A stream's bytes count against the byte quota (3000 bytes): a stream from the
     // start sends more than that, is ended, and the client is then refused.
-    let mut streamed = open_stream(&client, &pod, "/payments", Some("stream-metered-key")).await;
+    let mut streamed = open_stream(&client, pod, "/payments", Some("stream-metered-key")).await;
     assert_eq!(streamed.status(), 200);
     let mut sent = 0usize;
     let ended = tokio::time::timeout(Duration::from_secs(30), async {
@@ -607,7 +629,7 @@ async fn streams_are_capped_per_client_and_their_bytes_count() {
     assert!(sent > 3000, "{sent} bytes");
     let r = get(
         &client,
-        &pod,
+        pod,
         "/payments?limit=1",
         &[("x-api-key", "stream-metered-key")],
     )
@@ -621,7 +643,9 @@ async fn streams_are_capped_per_client_and_their_bytes_count() {
         "{metrics}"
     );
 
-    pod.stop().await;
+    for pod in pods {
+        pod.stop().await;
+    }
     world.stop().await;
 }
 

@@ -97,7 +97,7 @@ pub struct LimitsConfig {
     /// happens at start and in the background, never within a decision's budget.
     #[serde(default = "connect_ms")]
     pub redis_connect_timeout_ms: u64,
-    /// Event streams one client may hold open on one pod at once (0: no cap).
+    /// Event streams one client may hold open at once across all pods (0: no cap).
     #[serde(default = "streams_per_client")]
     pub max_streams_per_client: u32,
     /// Local batching of very hot clients: sync interval in milliseconds (0: off).

@@ -76,7 +76,7 @@ pub async fn enforce(limiter: Option<SharedLimiter>, request: Request, next: Nex
         .and_then(|v| v.trim().parse::<u32>().ok());
     let stream = wants_event_stream(headers);
     let slot = if stream {
-        match limiter.open_stream(&client) {
+        match limiter.open_stream(&client).await {
             Some(slot) => Some(slot),
             None => {
                 metrics::counter!("reader_ratelimit_stream_cap_total").increment(1);

@@ -7,7 +7,7 @@
 
 use redis::Script;
 
-/// The three scripts, prepared once (EVALSHA, with a fallback to EVAL on NOSCRIPT).
+/// The scripts, prepared once (EVALSHA, with a fallback to EVAL on NOSCRIPT).
 pub(super) struct Scripts {
     /// One decision: checks rate, bytes and credits, commits if all allow.
     pub decide: Script,
@@ -15,6 +15,10 @@ pub(super) struct Scripts {
     pub consume: Script,
     /// Adds response bytes to the byte quota and returns the window's total.
     pub record_bytes: Script,
+    /// Registers or keeps alive an open stream, within the client's cap.
+    pub open_stream: Script,
+    /// Unregisters an open stream.
+    pub close_stream: Script,
 }
 
 impl Scripts {
@@ -23,6 +27,8 @@ impl Scripts {
             decide: Script::new(include_str!("decide.lua")),
             consume: Script::new(include_str!("consume.lua")),
             record_bytes: Script::new(include_str!("record_bytes.lua")),
+            open_stream: Script::new(include_str!("open_stream.lua")),
+            close_stream: Script::new(include_str!("close_stream.lua")),
         }
     }
 }
