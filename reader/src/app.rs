@@ -1,12 +1,11 @@
 //! The HTTP surface: state, handlers and the router.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{ConnectInfo, MatchedPath, Path, Query, Request, State};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -20,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 
 use crate::cache::{etag, if_none_match, Rendered, ResponseCache};
-use crate::clients::{client_ip, presented_key, Client};
 use crate::params::{self, Cursor, Order, PageRequest, Scope};
 use crate::policy::{Class, PolicyHandle};
 use crate::problem::{Problem, ProblemMarker};
@@ -273,7 +271,7 @@ async fn payments(
                 tracing::warn!(source = %chosen.source.name, error = %e, "source failed; retrying on another");
                 metrics::counter!("reader_source_failures_total", "source" => chosen.source.name.clone())
                     .increment(1);
-                chosen.source.mark_down(&e.to_string());
+                chosen.source.failed(&e);
                 failed.push(chosen.source.name.clone());
             }
             Err(StoreError::Database(e)) if is_timeout(&e) => {
@@ -547,15 +545,17 @@ pub async fn health() -> Response {
     r
 }
 
-/// GET /health/ready: a source is reachable and fresh, and shutdown has not begun.
+/// GET /health/ready: shutdown has not begun and the pod has warmed up (see
+/// `Sources::readiness`: fleet-wide conditions are reported, not failed).
 #[utoipa::path(get, path = "/health/ready", tag = "meta", responses(
-    (status = 200, description = "Ready to serve"),
-    (status = 503, description = "Not ready: shutting down, or no fresh source"),
+    (status = 200, description = "Ready to serve (status degraded when no source is usable: a fleet-wide condition)"),
+    (status = 503, description = "Not ready: shutting down, or no source usable since start"),
 ))]
 pub async fn ready(State(state): State<AppState>) -> Response {
     let overview = state.sources.overview();
     let accepting = state.ready.load(Ordering::Relaxed);
-    let ok = accepting && overview.best.is_some();
+    let sources = state.sources.readiness();
+    let ok = accepting && sources.ready;
     let limiter = match &state.limiter {
         None => "off",
         Some(l) if l.degraded() => "degraded",
@@ -568,15 +568,17 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     };
     let reason = if !accepting {
         Some("shutting down")
-    } else if overview.best.is_none() {
-        Some("no reachable source within the lag threshold")
     } else {
-        None
+        sources.reason
     };
     let mut r = (
         status,
         Json(json!({
-            "status": if ok { "ready" } else { "not_ready" },
+            "status": match (ok, reason) {
+                (true, None) => "ready",
+                (true, Some(_)) => "degraded",
+                (false, _) => "not_ready",
+            },
             "reason": reason,
             "newest_ledger": overview.newest_tip,
             "rate_limiter": limiter,
@@ -655,69 +657,9 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
     response
 }
 
-/// Rate limits: identifies the client, takes one decision (one Redis round trip), adds
-/// `RateLimit-Policy` and `RateLimit` to the response, refuses with 429 (or 401 for an
-/// unknown key), and counts the response's bytes against the client's quota.
+/// Rate limits (see `ratelimit::middleware`).
 async fn rate_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(limiter) = state.limiter.clone() else {
-        return next.run(request).await;
-    };
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
-    let headers = request.headers();
-    let query = request.uri().query();
-    let client = match presented_key(headers, query) {
-        Some(key) if !limiter.config().keys.is_empty() => match limiter.client_for_key(&key) {
-            Some(client) => client,
-            None => {
-                metrics::counter!("reader_ratelimit_unknown_keys_total").increment(1);
-                return Problem::unknown_api_key().into_response();
-            }
-        },
-        _ => Client::Ip(client_ip(peer, headers, &limiter.config().trusted_proxies)),
-    };
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_default();
-    let limit = query.and_then(|q| {
-        q.split('&')
-            .find_map(|pair| pair.strip_prefix("limit="))
-            .and_then(|v| v.parse::<u32>().ok())
-    });
-    let cost = limiter.cost(&route, limit, wants_event_stream(headers));
-    let decision = limiter.decide(&client, cost).await;
-    let (_, tier) = limiter.tier(&client);
-    let policy = HeaderValue::from_str(&limiter.policy_header(tier)).ok();
-    let current = HeaderValue::from_str(&limiter.state_header(tier, &decision)).ok();
-    let mut response = if decision.allowed {
-        next.run(request).await
-    } else {
-        Problem::rate_limited(
-            decision.refused_by.unwrap_or("requests"),
-            decision.retry_after,
-        )
-        .into_response()
-    };
-    let out = response.headers_mut();
-    if let Some(v) = policy {
-        out.insert("ratelimit-policy", v);
-    }
-    if let Some(v) = current {
-        out.insert("ratelimit", v);
-    }
-    if decision.allowed && tier.bytes > 0 {
-        if let Some(bytes) = axum::body::HttpBody::size_hint(response.body()).exact() {
-            if bytes > 0 {
-                tokio::spawn(async move { limiter.record_bytes(&client, bytes).await });
-            }
-        }
-    }
-    response
+    crate::ratelimit::middleware::enforce(state.limiter.clone(), request, next).await
 }
 
 /// The router: API routes behind load shedding, a concurrency limit and a timeout;

@@ -95,6 +95,11 @@ pub async fn start_on(listener: TcpListener, args: &ReaderArgs) -> anyhow::Resul
                     anyhow::anyhow!("--rate-limits needs --rate-limit-redis-url or --redis-url")
                 })?;
             let limiter = Arc::new(RateLimiter::new(config, &url)?);
+            // Connected before serving, not within a decision's budget; then kept
+            // connected in the background.
+            limiter.connect_at_start().await;
+            tokio::spawn(limiter.clone().keep_connected(shutdown.clone()));
+            tokio::spawn(limiter.clone().keep_streams_open(shutdown.clone()));
             tokio::spawn(limiter.clone().sync_hot_clients(shutdown.clone()));
             let shrink = limiter.clone();
             let stop = shutdown.clone();
@@ -125,6 +130,23 @@ pub async fn start_on(listener: TcpListener, args: &ReaderArgs) -> anyhow::Resul
         ready: AtomicBool::new(true),
         db_queries: AtomicU64::new(0),
         limiter,
+    });
+    // The history went backwards: nothing cached under the old history is served.
+    let mut regressions = state.sources.subscribe_regressions();
+    let cache = state.cache.clone();
+    let stop_watch = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop_watch.cancelled() => return,
+                changed = regressions.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    cache.invalidate_all();
+                }
+            }
+        }
     });
     let address = listener.local_addr()?;
     let app = router(state.clone());

@@ -4,15 +4,37 @@
 //! other sources). Requests go round-robin to replicas within the lag threshold; the
 //! primary serves only when no replica does (counted); when every source is behind,
 //! requests get 503 `stale_history`. A source whose queries fail at the connection
-//! level is marked down at once and retried by the next poll.
+//! level is marked down at once and retried by the next poll. A busy source (its pool
+//! exhausted, `too many connections`, a recovery conflict on a replica) is not down: the
+//! request is retried on another source and the busy one stays in rotation.
+//!
+//! The tracked newest tip never goes back on its own (a source that was ahead and died
+//! still counts). It goes back only when the history itself went backwards (a database
+//! restore, a testnet reset, a wrong announcement): every reachable source is behind it
+//! by more than the lag threshold, and a source's own tip went backwards or the primary
+//! (where the writer writes) is that far behind too. Then the lower tip is tracked, the
+//! announcement that contradicts it is ignored until it changes, and the backfill
+//! generation of every view moves on so that nothing cached under the old history
+//! (cache keys, ETags) is reused (`reader_tip_regressions_total`; `subscribe_regressions`
+//! lets the server drop its response cache).
+//!
+//! Readiness (`readiness`) fails only for what is this pod's own: before any source was
+//! ever usable. A history that is stale or unreachable everywhere is fleet-wide: pods stay
+//! ready and answer 503 problem documents, rather than all leaving the load balancer at
+//! once.
+//!
+//! Each source's tip is probed on a dedicated connection of its own, never one of the
+//! request pool, so a saturated pool cannot make a healthy source look unreachable.
+//! What must hold: only a connection failure (of a query or of the probe) marks a
+//! source down.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Row as _};
+use sqlx::{ConnectOptions as _, PgConnection, PgPool, Row as _};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -69,6 +91,13 @@ pub struct Source {
     /// Its connection pool.
     pub pool: PgPool,
     health: RwLock<Arc<Health>>,
+    /// How to open the probe's own connection.
+    probe_options: PgConnectOptions,
+    /// When the source was last found down: pooled connections older than that are
+    /// discarded on acquire (they died with it).
+    down: Arc<DownMark>,
+    /// The probe's dedicated connection (not from `pool`).
+    probe: tokio::sync::Mutex<Option<PgConnection>>,
 }
 
 impl Source {
@@ -85,6 +114,7 @@ impl Source {
     /// Marks the source down after a connection-level failure; the next poll decides
     /// when it is back.
     pub fn mark_down(&self, error: &str) {
+        self.down.mark();
         if let Ok(mut h) = self.health.write() {
             let mut down = Health::clone(&h);
             down.reachable = false;
@@ -92,6 +122,116 @@ impl Source {
             *h = Arc::new(down);
         }
         metrics::gauge!("reader_source_up", "source" => self.name.clone()).set(0.0);
+    }
+
+    /// Takes note of a query that failed on this source: a connection failure marks it
+    /// down, a busy source is only counted. Returns how the failure was classified
+    /// (None: not the source's fault, do not retry elsewhere).
+    pub fn failed(&self, error: &sqlx::Error) -> Option<Failure> {
+        let failure = classify(error)?;
+        match failure {
+            Failure::Down => self.mark_down(&error.to_string()),
+            Failure::Busy(reason) => {
+                metrics::counter!("reader_source_busy_total", "source" => self.name.clone(), "reason" => reason)
+                    .increment(1);
+            }
+        }
+        Some(failure)
+    }
+
+    /// One probe on the dedicated connection (opened on first use, and again after a
+    /// failure), within `budget`.
+    async fn probe(&self, budget: Duration) -> Result<(Option<View>, Option<String>), String> {
+        let mut connection = self.probe.lock().await;
+        let outcome = tokio::time::timeout(budget, async {
+            if connection.is_none() {
+                *connection = Some(self.probe_options.connect().await?);
+            }
+            match connection.as_mut() {
+                Some(c) => probe(c).await,
+                None => Err(sqlx::Error::PoolClosed),
+            }
+        })
+        .await;
+        match outcome {
+            Ok(Ok(found)) => Ok(found),
+            Ok(Err(e)) => {
+                *connection = None;
+                Err(e.to_string())
+            }
+            Err(_) => {
+                // Whatever the connection was doing, it is not reused.
+                *connection = None;
+                Err(format!("no answer within {budget:?}"))
+            }
+        }
+    }
+}
+
+/// When a source was last found down, for its pool's acquire check.
+#[derive(Debug)]
+struct DownMark {
+    base: Instant,
+    /// Milliseconds after `base`, plus one (0: never).
+    at: AtomicU64,
+}
+
+impl DownMark {
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            at: AtomicU64::new(0),
+        }
+    }
+
+    fn mark(&self) {
+        self.at.store(
+            self.base.elapsed().as_millis() as u64 + 1,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Whether a connection of this age was opened before the last mark.
+    fn predates(&self, age: Duration) -> bool {
+        let at = self.at.load(Ordering::Relaxed);
+        at > 0 && (self.base.elapsed().saturating_sub(age).as_millis() as u64) < at
+    }
+}
+
+/// Why a query failed on a source, when the source (not the query) is to blame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// The source cannot be reached: mark it down, retry elsewhere.
+    Down,
+    /// The source is there but busy: retry elsewhere, keep it in rotation.
+    Busy(&'static str),
+}
+
+/// How a query's error reflects on its source.
+pub fn classify(error: &sqlx::Error) -> Option<Failure> {
+    match error {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => Some(Failure::Down),
+        sqlx::Error::PoolTimedOut => Some(Failure::Busy("pool_timeout")),
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // A replica cancels queries that conflict with the WAL it replays
+            // (serialization_failure, or a shutdown-class code with this message):
+            // the replica is fine, the query may go elsewhere.
+            if code == "40001" || db.message().contains("conflict with recovery") {
+                Some(Failure::Busy("recovery_conflict"))
+            } else if code == "53300" {
+                Some(Failure::Busy("too_many_connections"))
+            } else if code.starts_with("08") || code.starts_with("57P") {
+                Some(Failure::Down)
+            } else {
+                None
+            }
+        }
+        _ => None,
     }
 }
 
@@ -170,20 +310,69 @@ pub struct Sources {
     newest: RwLock<Option<u32>>,
     best_tip: watch::Sender<u32>,
     fallbacks: AtomicU64,
+    /// Counts the times the history went backwards.
+    regressions: watch::Sender<u64>,
+    /// A source's tip went backwards since the tracked tip last agreed with the sources.
+    went_back: AtomicBool,
+    /// An announced tip that contradicted the sources when the history went backwards.
+    ignored_announcement: RwLock<Option<u32>>,
+    /// Some source was usable at least once since start.
+    warmed: AtomicBool,
 }
+
+/// Whether the pod should receive traffic, and what is degraded.
+#[derive(Clone, Copy, Debug)]
+pub struct Readiness {
+    /// Ready for traffic.
+    pub ready: bool,
+    /// Why not ready, or what is degraded while ready.
+    pub reason: Option<&'static str>,
+}
+
+/// Generations move on by this much each time the history goes backwards (backfill
+/// counts stay far below it).
+const REGRESSION_GENERATION: i64 = 1 << 40;
 
 #[derive(Deserialize)]
 struct Announcement {
     sequence: u32,
 }
 
-fn pool(url: &str, config: &SourcesConfig) -> Result<PgPool, sqlx::Error> {
+fn connect_options(url: &str, config: &SourcesConfig) -> Result<PgConnectOptions, sqlx::Error> {
     let options: PgConnectOptions = url.parse()?;
     let timeout_ms = config.statement_timeout.as_millis().to_string();
-    let options = options
+    Ok(options
         .application_name("stellar-payments-reader")
-        .options([("statement_timeout", timeout_ms.as_str())]);
-    Ok(PgPoolOptions::new()
+        .options([("statement_timeout", timeout_ms.as_str())]))
+}
+
+fn source(
+    name: String,
+    role: Role,
+    url: &str,
+    config: &SourcesConfig,
+) -> Result<Arc<Source>, sqlx::Error> {
+    let options = connect_options(url, config)?;
+    let down = Arc::new(DownMark::new());
+    Ok(Arc::new(Source {
+        name,
+        role,
+        pool: pool(options.clone(), config, down.clone()),
+        down,
+        health: RwLock::new(Arc::new(Health::default())),
+        probe_options: options.application_name("stellar-payments-reader-probe"),
+        probe: tokio::sync::Mutex::new(None),
+    }))
+}
+
+fn pool(options: PgConnectOptions, config: &SourcesConfig, down: Arc<DownMark>) -> PgPool {
+    PgPoolOptions::new()
+        // Connections opened before the source was last found down are dead: dropped
+        // without a round trip, so a source that comes back serves at once.
+        .before_acquire(move |_, meta| {
+            let alive = !down.predates(meta.age);
+            Box::pin(async move { Ok(alive) })
+        })
         .max_connections(config.pool_size)
         .min_connections(0)
         .acquire_timeout(config.acquire_timeout)
@@ -191,7 +380,7 @@ fn pool(url: &str, config: &SourcesConfig) -> Result<PgPool, sqlx::Error> {
         // every query would double the round trips of the hot path.
         .test_before_acquire(false)
         .idle_timeout(Some(Duration::from_secs(60)))
-        .connect_lazy_with(options))
+        .connect_lazy_with(options)
 }
 
 impl Sources {
@@ -200,23 +389,18 @@ impl Sources {
     pub fn new(config: &SourcesConfig) -> Result<Self, sqlx::Error> {
         let mut sources = Vec::new();
         for (i, url) in config.replica_urls.iter().enumerate() {
-            sources.push(Arc::new(Source {
-                name: format!("replica-{i}"),
-                role: Role::Replica,
-                pool: pool(url, config)?,
-                health: RwLock::new(Arc::new(Health::default())),
-            }));
+            sources.push(source(format!("replica-{i}"), Role::Replica, url, config)?);
         }
         if let Some(url) = &config.primary_url {
-            sources.push(Arc::new(Source {
-                name: "primary".into(),
-                role: Role::Primary,
-                pool: pool(url, config)?,
-                health: RwLock::new(Arc::new(Health::default())),
-            }));
+            sources.push(source("primary".into(), Role::Primary, url, config)?);
         }
         let (best_tip, _) = watch::channel(0);
+        let (regressions, _) = watch::channel(0);
         Ok(Self {
+            regressions,
+            went_back: AtomicBool::new(false),
+            ignored_announcement: RwLock::new(None),
+            warmed: AtomicBool::new(false),
             sources,
             max_lag: config.max_lag_ledgers,
             next: AtomicUsize::new(0),
@@ -235,6 +419,37 @@ impl Sources {
     /// poll finds one).
     pub fn best_tip(&self) -> Option<u32> {
         Some(*self.best_tip.borrow()).filter(|t| *t > 0)
+    }
+
+    /// Changes each time the history went backwards (tip-keyed state must go).
+    pub fn subscribe_regressions(&self) -> watch::Receiver<u64> {
+        self.regressions.subscribe()
+    }
+
+    /// Readiness: not ready only before any source was ever usable (this pod has not
+    /// warmed up). Once it has, a history stale or unreachable on every source is a
+    /// fleet-wide condition, reported but not failing readiness: every pod would fail
+    /// together and the whole fleet would leave the load balancer at once.
+    pub fn readiness(&self) -> Readiness {
+        if self.overview().best.is_some() {
+            return Readiness {
+                ready: true,
+                reason: None,
+            };
+        }
+        if !self.warmed.load(Ordering::Relaxed) {
+            return Readiness {
+                ready: false,
+                reason: Some("no source has been usable since start"),
+            };
+        }
+        Readiness {
+            ready: true,
+            reason: Some(
+                "degraded: no reachable source within the lag threshold; requests get 503 \
+                 until one is (fleet-wide, so readiness holds)",
+            ),
+        }
     }
 
     /// Every source.
@@ -368,29 +583,30 @@ impl Sources {
             let checks = self
                 .sources
                 .iter()
-                .map(|s| async move { (s, tokio::time::timeout(budget, probe(&s.pool)).await) });
+                .map(|s| async move { (s, s.probe(budget).await) });
             let results = futures_util::future::join_all(checks).await;
+            let epoch = *self.regressions.borrow() as i64;
             let mut newest: Option<u32> = None;
             for (source, result) in results {
                 let health = match result {
-                    Ok(Ok((view, network))) => Health {
+                    Ok((view, network)) => Health {
                         reachable: true,
-                        view,
+                        view: view.map(|mut v| {
+                            v.generation += epoch * REGRESSION_GENERATION;
+                            v
+                        }),
                         network,
                         error: None,
                     },
-                    Ok(Err(e)) => Health {
-                        reachable: false,
-                        view: source.health().view,
-                        network: None,
-                        error: Some(e.to_string()),
-                    },
-                    Err(_) => Health {
-                        reachable: false,
-                        view: source.health().view,
-                        network: None,
-                        error: Some(format!("no answer within {budget:?}")),
-                    },
+                    Err(error) => {
+                        source.down.mark();
+                        Health {
+                            reachable: false,
+                            view: source.health().view,
+                            network: None,
+                            error: Some(error),
+                        }
+                    }
                 };
                 if health.reachable != source.health().reachable {
                     if health.reachable {
@@ -404,19 +620,42 @@ impl Sources {
                 if health.reachable {
                     if let Some(view) = health.view {
                         newest = newest.max(Some(view.tip));
+                        if source
+                            .health()
+                            .view
+                            .is_some_and(|before| view.tip < before.tip)
+                        {
+                            tracing::warn!(source = %source.name, tip = view.tip, "a source's tip went backwards");
+                            self.went_back.store(true, Ordering::Relaxed);
+                        }
                     }
                 }
                 source.set_health(health);
             }
+            let sources_newest = newest;
+            let mut announced = None;
             if let Some(url) = &config.redis_url {
-                if let Some(announced) = announced_tip(url, &tip_key, &mut redis).await {
-                    newest = newest.max(Some(announced));
+                announced = announced_tip(url, &tip_key, &mut redis).await;
+                if let Some(a) = announced {
+                    let ignored = self.ignored_announcement.read().ok().and_then(|i| *i);
+                    if ignored == Some(a) {
+                        // Still the announcement the sources contradicted.
+                    } else {
+                        if ignored.is_some() {
+                            if let Ok(mut i) = self.ignored_announcement.write() {
+                                *i = None;
+                            }
+                        }
+                        newest = newest.max(Some(a));
+                    }
                 }
             }
-            if let Ok(mut n) = self.newest.write() {
-                // The newest tip never goes back within a process (a source that was
-                // ahead and died must still count: others are behind that tip).
-                *n = (*n).max(newest);
+            if !self.history_went_backwards(sources_newest, announced) {
+                if let Ok(mut n) = self.newest.write() {
+                    // The newest tip never goes back by itself (a source that was ahead
+                    // and died must still count: others are behind that tip).
+                    *n = (*n).max(newest);
+                }
             }
             let newest = self.newest();
             let mut best = 0;
@@ -431,6 +670,9 @@ impl Sources {
                     best = best.max(view.tip);
                 }
             }
+            if best > 0 {
+                self.warmed.store(true, Ordering::Relaxed);
+            }
             self.best_tip.send_if_modified(|b| {
                 let changed = *b != best;
                 *b = best;
@@ -438,12 +680,70 @@ impl Sources {
             });
         }
     }
+
+    /// After a poll: when every reachable source is behind the tracked tip by more
+    /// than the lag threshold, and a source went backwards or the primary itself is
+    /// that far behind, the history went backwards: track the sources' tip instead,
+    /// ignore the announcement that contradicts it, and move every view's generation
+    /// on. True when it did.
+    fn history_went_backwards(&self, sources_newest: Option<u32>, announced: Option<u32>) -> bool {
+        let (Some(tracked), Some(lower)) = (self.newest(), sources_newest) else {
+            return false;
+        };
+        let all_behind = lower.saturating_add(self.max_lag) < tracked;
+        if !all_behind {
+            self.went_back.store(false, Ordering::Relaxed);
+            return false;
+        }
+        let primary_behind = self.sources.iter().any(|s| {
+            let h = s.health();
+            s.role == Role::Primary
+                && h.reachable
+                && h.view
+                    .is_some_and(|v| v.tip.saturating_add(self.max_lag) < tracked)
+        });
+        if !(self.went_back.load(Ordering::Relaxed) || primary_behind) {
+            return false;
+        }
+        let mut newest = lower;
+        match announced {
+            Some(a) if a > lower.saturating_add(self.max_lag) => {
+                if let Ok(mut i) = self.ignored_announcement.write() {
+                    *i = Some(a);
+                }
+            }
+            Some(a) => newest = newest.max(a),
+            None => {}
+        }
+        if let Ok(mut n) = self.newest.write() {
+            *n = Some(newest);
+        }
+        self.went_back.store(false, Ordering::Relaxed);
+        for s in &self.sources {
+            let mut h = Health::clone(&s.health());
+            if let Some(v) = h.view.as_mut() {
+                v.generation += REGRESSION_GENERATION;
+            }
+            s.set_health(h);
+        }
+        self.regressions.send_modify(|n| *n += 1);
+        metrics::counter!("reader_tip_regressions_total").increment(1);
+        tracing::warn!(
+            from = tracked,
+            to = newest,
+            "the history went backwards (a restore, a network reset or a wrong announcement): \
+             tracking the lower tip, dropping what was cached under the old one"
+        );
+        true
+    }
 }
 
 /// One poll of one source: its tip, oldest ledger, backfill generation and network.
 /// The tip is the live writer's cursor; a database filled by backfill alone (no cursor
 /// yet) is served up to its newest ledger.
-async fn probe(pool: &PgPool) -> Result<(Option<View>, Option<String>), sqlx::Error> {
+async fn probe(
+    connection: &mut PgConnection,
+) -> Result<(Option<View>, Option<String>), sqlx::Error> {
     let row = sqlx::query(
         "SELECT t.last_ledger, t.network_passphrase, \
                 (SELECT extract(epoch FROM closed_at)::bigint FROM ledgers WHERE sequence = t.last_ledger) AS closed, \
@@ -453,7 +753,7 @@ async fn probe(pool: &PgPool) -> Result<(Option<View>, Option<String>), sqlx::Er
                                (SELECT max(sequence) FROM ledgers)) AS last_ledger, \
                       (SELECT network_passphrase FROM ingest_cursor) AS network_passphrase) t",
     )
-    .fetch_one(pool)
+    .fetch_one(connection)
     .await?;
     let Some(tip) = row.try_get::<Option<i32>, _>("last_ledger")? else {
         return Ok((None, None));
@@ -507,24 +807,10 @@ async fn announced_tip(
         .map(|a| a.sequence)
 }
 
-/// Whether an error means the source itself failed (retry elsewhere, mark it down)
-/// rather than the query.
+/// Whether an error means the source itself failed or is busy (retry elsewhere) rather
+/// than the query.
 pub fn is_source_failure(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => true,
-        sqlx::Error::Database(db) => {
-            let code = db.code().unwrap_or_default();
-            // Connection exceptions, shutdowns, too many connections, and recovery
-            // conflicts on a replica (serialization_failure): another source may answer.
-            code.starts_with("08") || code.starts_with("57P") || code == "53300" || code == "40001"
-        }
-        _ => false,
-    }
+    classify(error).is_some()
 }
 
 /// Whether the statement timeout cancelled the query.

@@ -109,7 +109,7 @@ async fn run(
                 Err(e) => {
                     if let store::StoreError::Database(db) = &e {
                         if is_source_failure(db) {
-                            chosen.source.mark_down(&db.to_string());
+                            chosen.source.failed(db);
                         }
                     }
                     tracing::warn!(error = %e, "stream query failed; retrying");

@@ -1,6 +1,7 @@
 //! Rate limits and quotas in real Redis, shared by three readers: exact request limits
 //! (N allowed, N+1 refused) across pods, byte quotas, credits, window reset, trusted
-//! proxies and spoofed X-Forwarded-For, unknown keys, and Redis killed and restarted in
+//! proxies, Cloudflare's ranges and spoofed forwarding headers, IPv6 clients per /64,
+//! unknown keys, and Redis killed and restarted in
 //! the middle (fail open per pod, then back to Redis).
 
 use std::net::IpAddr;
@@ -14,6 +15,8 @@ prefix = "test:rl:"
 expected_pods = 3
 redis_budget_ms = 500
 trusted_proxies = ["127.0.0.2/32"]
+# Stands in for Cloudflare's edge.
+cloudflare_ranges = ["127.0.0.4/32"]
 
 [tiers.anonymous]
 requests = 6
@@ -37,6 +40,11 @@ requests = 2
 burst = 2
 window_seconds = 2
 
+[tiers.spaced]
+requests = 60
+burst = 5
+window_seconds = 60
+
 [costs]
 default = 1
 large_page_limit = 50
@@ -54,6 +62,14 @@ tier = "metered"
 [[keys]]
 key = "brief-key"
 tier = "brief"
+
+[[keys]]
+key = "spaced-key"
+tier = "spaced"
+
+[[keys]]
+key = "stream-metered-key"
+tier = "metered"
 "#;
 
 /// A client whose connections come from `local` (any 127.0.0.0/8 address).
@@ -83,6 +99,18 @@ fn header(r: &reqwest::Response, name: &str) -> String {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned()
+}
+
+/// A parameter of the first (`requests`) item of a RateLimit or RateLimit-Policy header.
+fn param(value: &str, name: &str) -> u64 {
+    value
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .split(';')
+        .find_map(|p| p.trim().strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} in {value}"))
 }
 
 async fn readers(world: &World, limits: &str, n: usize) -> Vec<TestReader> {
@@ -142,15 +170,101 @@ async fn limits_are_shared_exactly_by_three_readers() {
     )
     .await;
     assert_eq!(r.status(), 200);
-    // Cloudflare's header is believed from the proxy too.
+    // Cloudflare's header is believed when the hop before the proxy is Cloudflare...
     let r = get(
         &proxy,
         &pods[1],
+        "/payments",
+        &[
+            ("x-forwarded-for", "127.0.0.4"),
+            ("cf-connecting-ip", "198.51.100.1"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 429, "the same client as before");
+    // ... or when Cloudflare connects itself.
+    let edge = client_from("127.0.0.4");
+    let r = get(
+        &edge,
+        &pods[2],
         "/payments",
         &[("cf-connecting-ip", "198.51.100.1")],
     )
     .await;
     assert_eq!(r.status(), 429, "the same client as before");
+    // Not from the proxy's own say-so, not with a Cloudflare address forged to the
+    // left of the real hop, and never from a stranger: each is a client of its own.
+    let r = get(
+        &proxy,
+        &pods[0],
+        "/payments",
+        &[("cf-connecting-ip", "198.51.100.1")],
+    )
+    .await;
+    assert_eq!(r.status(), 200, "the proxy is not Cloudflare");
+    let r = get(
+        &proxy,
+        &pods[0],
+        "/payments",
+        &[
+            ("x-forwarded-for", "127.0.0.4, 192.0.2.78"),
+            ("cf-connecting-ip", "198.51.100.1"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status(), 200, "the hop is 192.0.2.78, not Cloudflare");
+    let other = client_from("127.0.0.5");
+    let r = get(
+        &other,
+        &pods[1],
+        "/payments",
+        &[("cf-connecting-ip", "198.51.100.1")],
+    )
+    .await;
+    assert_eq!(r.status(), 200, "a stranger's CF-Connecting-IP is ignored");
+    // A spoofed X-Forwarded-For sent through the proxy: the client's own entries are
+    // to the left of what the proxy appended, and ignored.
+    let r = get(
+        &proxy,
+        &pods[2],
+        "/payments",
+        &[("x-forwarded-for", "192.0.2.200, 198.51.100.1")],
+    )
+    .await;
+    assert_eq!(
+        r.status(),
+        429,
+        "the right-most untrusted hop is the client"
+    );
+
+    // IPv6 clients are limited per /64: new interface ids buy nothing.
+    for i in 0..6 {
+        let ip = format!("2001:db8:1:2::{:x}", i + 1);
+        let r = get(
+            &proxy,
+            &pods[i % 3],
+            "/payments",
+            &[("x-forwarded-for", &ip)],
+        )
+        .await;
+        assert_eq!(r.status(), 200, "request {i}");
+    }
+    let r = get(
+        &proxy,
+        &pods[0],
+        "/payments",
+        &[("x-forwarded-for", "2001:db8:1:2:ffff:ffff:ffff:ffff")],
+    )
+    .await;
+    assert_eq!(r.status(), 429, "the same /64");
+    let r = get(
+        &proxy,
+        &pods[0],
+        "/payments",
+        &[("x-forwarded-for", "2001:db8:1:3::1")],
+    )
+    .await;
+    assert_eq!(r.status(), 200, "another /64");
 
     // From an untrusted peer, X-Forwarded-For is ignored: changing it buys nothing.
     for i in 0..6 {
@@ -183,8 +297,9 @@ async fn limits_are_shared_exactly_by_three_readers() {
     assert_eq!(header(&r, "content-type"), "application/problem+json");
     // Credits: 12 per window; a page above 50 records costs 5, a small one 1.
     let partner = [("x-api-key", "partner-key")];
+    // Priced from the decoded parameter: `%32%30%30` is 200, a large page.
     assert_eq!(
-        get(&stranger, &pods[0], "/payments?limit=200", &partner)
+        get(&stranger, &pods[0], "/payments?limit=%32%30%30", &partner)
             .await
             .status(),
         200
@@ -251,6 +366,21 @@ async fn limits_are_shared_exactly_by_three_readers() {
         200,
         "allowed again"
     );
+
+    // RateLimit is consistent with the RateLimit-Policy it comes with: a burst of 5
+    // refilled in 5 s (60 a minute), and each request spends one of the q advertised.
+    let spaced = [("x-api-key", "spaced-key")];
+    for n in 1..=3u64 {
+        let r = get(&stranger, &pods[n as usize % 3], "/", &spaced).await;
+        assert_eq!(r.status(), 200);
+        let policy = header(&r, "ratelimit-policy");
+        let state = header(&r, "ratelimit");
+        let (q, w) = (param(&policy, "q"), param(&policy, "w"));
+        let (left, reset) = (param(&state, "r"), param(&state, "t"));
+        assert_eq!((q, w), (5, 5), "{policy}");
+        assert_eq!(q - left, n, "{policy} / {state}");
+        assert!(reset <= w, "{policy} / {state}");
+    }
 
     // Idle keys vanish: every key has a TTL.
     let redis = redis::Client::open(world.redis.as_ref().expect("redis").url()).expect("client");
@@ -404,4 +534,226 @@ async fn hot_clients_batched_locally_stay_within_their_limit() {
     );
     pod.stop().await;
     world.stop().await;
+}
+
+async fn open_stream(
+    client: &reqwest::Client,
+    reader: &TestReader,
+    path: &str,
+    key: Option<&str>,
+) -> reqwest::Response {
+    let mut headers = vec![("accept", "text/event-stream")];
+    if let Some(key) = key {
+        headers.push(("x-api-key", key));
+    }
+    get(client, reader, path, &headers).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_are_capped_per_client_and_their_bytes_count() {
+    let world = World::start(3, true).await;
+    world.wait_replica();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("limits.toml");
+    std::fs::write(&path, format!("max_streams_per_client = 2\n{LIMITS}")).expect("write");
+    let limits = path.display().to_string();
+    let pods = readers(&world, &limits, 2).await;
+    let pod = &pods[0];
+    let client = client_from("127.0.0.1");
+
+    // Two streams at the tip, on two pods, are open (each has sent its `open` event)...
+    let mut first = open_stream(
+        &client,
+        &pods[0],
+        "/payments?cursor=now",
+        Some("spaced-key"),
+    )
+    .await;
+    assert_eq!(first.status(), 200);
+    assert!(first.chunk().await.expect("chunk").is_some());
+    let mut second = open_stream(
+        &client,
+        &pods[1],
+        "/payments?cursor=now",
+        Some("spaced-key"),
+    )
+    .await;
+    assert_eq!(second.status(), 200);
+    assert!(second.chunk().await.expect("chunk").is_some());
+    // ... a third of the same client is refused on either pod (the cap is fleet-wide),
+    // another client's is not.
+    for pod in &pods {
+        let r = open_stream(&client, pod, "/payments?cursor=now", Some("spaced-key")).await;
+        assert_eq!(r.status(), 429);
+        let doc: Value = r.json().await.expect("problem");
+        assert_eq!(doc["extras"]["policy"], "streams");
+    }
+    let mut other = open_stream(&client, &pods[1], "/payments?cursor=now", None).await;
+    assert_eq!(other.status(), 200);
+    assert!(other.chunk().await.expect("chunk").is_some());
+    // Once one closes, its slot is free again, on any pod.
+    drop(first);
+    world.close_next().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let third = loop {
+        let r = open_stream(
+            &client,
+            &pods[1],
+            "/payments?cursor=now",
+            Some("spaced-key"),
+        )
+        .await;
+        if r.status() == 200 {
+            break r;
+        }
+        assert_eq!(r.status(), 429);
+        assert!(Instant::now() < deadline, "the slot was never freed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    drop((second, third, other));
+
+    // A stream's bytes count against the byte quota (3000 bytes): a stream from the
+    // start sends more than that, is ended, and the client is then refused.
+    let mut streamed = open_stream(&client, pod, "/payments", Some("stream-metered-key")).await;
+    assert_eq!(streamed.status(), 200);
+    let mut sent = 0usize;
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(chunk) = streamed.chunk().await.expect("chunk") {
+            sent += chunk.len();
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream never ended ({sent} bytes sent)");
+    assert!(sent > 3000, "{sent} bytes");
+    let r = get(
+        &client,
+        pod,
+        "/payments?limit=1",
+        &[("x-api-key", "stream-metered-key")],
+    )
+    .await;
+    assert_eq!(r.status(), 429);
+    let doc: Value = r.json().await.expect("problem");
+    assert_eq!(doc["extras"]["policy"], "bytes");
+    let metrics = pod.get("/metrics").await.text().await.expect("metrics");
+    assert!(
+        metrics.contains("reader_ratelimit_streams_ended_total"),
+        "{metrics}"
+    );
+
+    for pod in pods {
+        pod.stop().await;
+    }
+    world.stop().await;
+}
+
+/// A TCP relay to `upstream` that holds every new connection for `delay` before
+/// connecting it through (a slow TLS or Cluster handshake, on loopback), and that cuts
+/// every relayed connection when `cut` is bumped.
+async fn slow_relay(
+    upstream: std::net::SocketAddr,
+    delay: Duration,
+) -> (std::net::SocketAddr, tokio::sync::watch::Sender<u32>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    let (cut, _) = tokio::sync::watch::channel(0u32);
+    let cuts = cut.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let mut cut = cuts.subscribe();
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    _ = cut.changed() => {}
+                }
+            });
+        }
+    });
+    (address, cut)
+}
+
+/// Of five quick requests to /constant, how many are allowed.
+async fn allowed(client: &reqwest::Client, pod: &TestReader) -> usize {
+    let mut n = 0;
+    for _ in 0..5 {
+        if get(client, pod, "/constant", &[]).await.status() == 200 {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_redis_connect_does_not_leave_the_limiter_open() {
+    let redis = blocking(shared::testkit::RedisServer::start).expect("redis");
+    let upstream: std::net::SocketAddr = format!("127.0.0.1:{}", redis.port())
+        .parse()
+        .expect("address");
+    // Connecting takes 500 ms, ten times the decision budget of 50 ms.
+    let (relay, cut) = slow_relay(upstream, Duration::from_millis(500)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("limits.toml");
+    std::fs::write(
+        &path,
+        LIMITS
+            .replace("redis_budget_ms = 500", "redis_budget_ms = 50")
+            .replace("requests = 6\nburst = 6", "requests = 4\nburst = 4")
+            .replace("expected_pods = 3", "expected_pods = 2"),
+    )
+    .expect("write");
+    let redis_url = format!("redis://{relay}");
+    // No database is needed for /constant.
+    let pod = TestReader::start(crate::support::reader_args(&[
+        "--replica-url",
+        "postgres://reader@127.0.0.1:1/none",
+        "--rate-limits",
+        &path.display().to_string(),
+        "--rate-limit-redis-url",
+        &redis_url,
+    ]))
+    .await;
+    // The shared limit (4), not the per-pod fallback (4 over 2 pods = 2).
+    assert_eq!(
+        allowed(&client_from("127.0.0.6"), &pod).await,
+        4,
+        "decided by Redis"
+    );
+    let limiter_state = || async {
+        let ready: Value = pod.get("/health/ready").await.json().await.expect("json");
+        ready["rate_limiter"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(limiter_state().await, "ok");
+
+    // The connection is lost: decisions fail open at once, and the reconnection (slow
+    // again) happens in the background, after which Redis decides again.
+    cut.send_modify(|n| *n += 1);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let probe = client_from("127.0.0.7");
+    let _ = get(&probe, &pod, "/constant", &[]).await;
+    assert_eq!(limiter_state().await, "degraded");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _ = get(&probe, &pod, "/constant", &[]).await;
+        if limiter_state().await == "ok" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never back on Redis");
+    }
+    assert_eq!(
+        allowed(&client_from("127.0.0.8"), &pod).await,
+        4,
+        "decided by Redis again"
+    );
+    pod.stop().await;
+    drop(redis);
 }

@@ -1,11 +1,14 @@
 //! Replica handling: a lagging replica (WAL replay paused) is skipped for the primary
 //! fallback; with no fresh source at all requests get 503 stale_history; a replica
 //! killed under traffic fails no request while the primary remains, and is used again
-//! once it is back.
+//! once it is back; a busy replica (pool exhausted, too many connections, recovery
+//! conflicts) is retried elsewhere without being marked down, and its tip probe (on a
+//! connection of its own) keeps working; a history that goes backwards (a restore) is
+//! followed, with nothing served from the old one, and never fails readiness.
 
 use std::time::{Duration, Instant};
 
-use crate::support::{blocking, reader_args, TestReader, World};
+use crate::support::{blocking, reader_args, TestReader, World, FIRST};
 use serde_json::Value;
 
 async fn latest_ledger(reader: &TestReader, path: &str) -> (u16, Option<u32>) {
@@ -92,8 +95,9 @@ async fn lagging_replica_is_avoided_and_all_stale_is_503() {
     assert!(metrics.contains("reader_source_lag_ledgers{source=\"replica-0\"}"));
     assert_eq!(with_primary.get("/health/ready").await.status(), 200);
 
-    // Without a fallback, every source is stale: 503 stale_history, readiness fails,
-    // liveness does not.
+    // Without a fallback, every source is stale: 503 stale_history. Readiness holds
+    // (reporting it): a stale history is the same on every pod, and failing readiness
+    // would take the whole fleet out at once.
     eventually("stale history", async || {
         replica_only.get("/payments").await.status() == 503
     })
@@ -113,8 +117,9 @@ async fn lagging_replica_is_avoided_and_all_stale_is_503() {
     );
     assert_eq!(doc["extras"]["newest_ledger"], tip);
     let ready = replica_only.get("/health/ready").await;
-    assert_eq!(ready.status(), 503);
+    assert_eq!(ready.status(), 200);
     let ready: Value = ready.json().await.expect("json");
+    assert_eq!(ready["status"], "degraded");
     assert_eq!(ready["sources"][0]["lag"], 3);
     assert_eq!(replica_only.get("/health").await.status(), 200);
 
@@ -211,5 +216,184 @@ async fn replica_killed_under_traffic_fails_no_request() {
         "served by the replica again"
     );
     reader.stop().await;
+    world.stop().await;
+}
+
+/// The replica's entry in `/health/ready`.
+async fn replica_report(reader: &TestReader) -> Value {
+    let ready: Value = reader
+        .get("/health/ready")
+        .await
+        .json()
+        .await
+        .expect("json");
+    ready["sources"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == "replica-0").cloned())
+        .expect("replica-0 reported")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_replica_is_not_a_dead_one() {
+    use reader::sources::{classify, Failure};
+
+    let world = World::start(3, false).await;
+    world.wait_replica();
+
+    // Real errors raised by Postgres: busy ones keep the source, connection ones not.
+    let primary = sqlx::PgPool::connect(&world.pg.primary_url())
+        .await
+        .expect("connect");
+    let cases = [
+        (
+            "40001",
+            "canceling statement due to conflict with recovery",
+            Some(Failure::Busy("recovery_conflict")),
+        ),
+        (
+            "40P01",
+            "canceling statement due to conflict with recovery",
+            Some(Failure::Busy("recovery_conflict")),
+        ),
+        (
+            "53300",
+            "sorry, too many clients already",
+            Some(Failure::Busy("too_many_connections")),
+        ),
+        ("08006", "connection failure", Some(Failure::Down)),
+        (
+            "57P01",
+            "terminating connection due to administrator command",
+            Some(Failure::Down),
+        ),
+        ("22023", "invalid parameter value", None),
+    ];
+    for (code, message, expected) in cases {
+        let sql =
+            format!("DO $$ BEGIN RAISE EXCEPTION '{message}' USING ERRCODE = '{code}'; END $$");
+        let error = sqlx::query(&sql)
+            .execute(&primary)
+            .await
+            .expect_err("raises");
+        assert_eq!(classify(&error), expected, "{code} {message}");
+    }
+    assert_eq!(
+        classify(&sqlx::Error::PoolTimedOut),
+        Some(Failure::Busy("pool_timeout"))
+    );
+
+    // One connection per pool, and the test holds the replica's: its pool is saturated.
+    let reader = TestReader::over(
+        &world,
+        &["--pool-size", "1", "--statement-timeout-ms", "500"],
+    )
+    .await;
+    let replica = reader
+        .state()
+        .sources
+        .all()
+        .iter()
+        .find(|s| s.name == "replica-0")
+        .cloned()
+        .expect("replica");
+    let held = replica.pool.acquire().await.expect("the only connection");
+    // Requests are answered (retried on the primary after the pool timeout) ...
+    for limit in 5..8 {
+        let path = format!("/payments?limit={limit}");
+        assert_eq!(reader.get(&path).await.status(), 200, "{path}");
+    }
+    let metrics = reader.get("/metrics").await.text().await.expect("metrics");
+    assert!(
+        metric(&metrics, "reader_source_busy_total") >= 3.0,
+        "{metrics}"
+    );
+    // ... and the replica stays in rotation, its tip still probed on its own connection
+    // while its pool is exhausted.
+    let report = replica_report(&reader).await;
+    assert_eq!(report["reachable"], true, "{report}");
+    assert_eq!(report["usable"], true, "{report}");
+    let tip = world.close_next().await;
+    world.wait_replica();
+    eventually(
+        "the probe sees the new tip on the busy replica",
+        async || {
+            let report = replica_report(&reader).await;
+            report["tip"] == tip && report["reachable"] == true
+        },
+    )
+    .await;
+    drop(held);
+    reader.stop().await;
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tip_that_goes_backwards_is_followed() {
+    let mut world = World::start(10, true).await;
+    world.wait_replica();
+    let tip = world.latest();
+    let redis = world.redis.as_ref().expect("redis").url();
+    let replica = world.pg.replica_url().expect("replica");
+    let both = TestReader::over(&world, &["--max-lag-ledgers", "2"]).await;
+    let replica_only = TestReader::start(reader_args(&[
+        "--replica-url",
+        &replica,
+        "--redis-url",
+        &redis,
+        "--max-lag-ledgers",
+        "2",
+    ]))
+    .await;
+    replica_only.wait_tip(tip).await;
+    // Cached at the old tip.
+    let newest_ledger = |page: &Value| {
+        page["_embedded"]["records"][0]["id"]
+            .as_str()
+            .and_then(|s| s.parse::<i64>().ok())
+            .map(|id| (id >> 32) as u32)
+    };
+    let path = "/payments?order=desc&limit=5";
+    assert_eq!(newest_ledger(&both.json(path).await), Some(tip));
+
+    // A restore: the database goes back 5 ledgers (the replica follows), while the
+    // writer's last announcement in Redis still says the old tip.
+    world.stop_writer().await;
+    let back = FIRST + 4;
+    assert!(tip > back + 2);
+    let sql = format!(
+        "BEGIN; \
+         DELETE FROM payments WHERE ledger_sequence > {back}; \
+         DELETE FROM transactions WHERE ledger_sequence > {back}; \
+         DELETE FROM ledgers WHERE sequence > {back}; \
+         UPDATE ingest_cursor SET last_ledger = {back}; \
+         COMMIT;"
+    );
+    let port = world.pg.primary_port();
+    blocking(|| world.pg.psql(port, "payments", &sql)).expect("roll back");
+    world.wait_replica();
+
+    // Both readers follow the lower tip (one learns it from the primary, the other
+    // from its replica going backwards), serve nothing cached under the old history,
+    // and stay ready throughout.
+    for reader in [&both, &replica_only] {
+        eventually("the lower tip is served", async || {
+            latest_ledger(reader, path).await == (200, Some(back))
+        })
+        .await;
+        let root = reader.json("/").await;
+        assert_eq!(root["history_latest_ledger"], back);
+        assert_eq!(newest_ledger(&reader.json(path).await), Some(back));
+        let ready = reader.get("/health/ready").await;
+        assert_eq!(ready.status(), 200);
+        let ready: Value = ready.json().await.expect("json");
+        assert_eq!(ready["status"], "ready", "{ready}");
+        let metrics = reader.get("/metrics").await.text().await.expect("metrics");
+        assert!(
+            metric(&metrics, "reader_tip_regressions_total") >= 1.0,
+            "{metrics}"
+        );
+    }
+    both.stop().await;
+    replica_only.stop().await;
     world.stop().await;
 }

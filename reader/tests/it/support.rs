@@ -156,6 +156,15 @@ impl World {
             .collect()
     }
 
+    /// Stops the writer: from then on the databases change only as the test changes
+    /// them.
+    pub async fn stop_writer(&mut self) {
+        self.writer_stop.cancel();
+        while !self.writer.is_finished() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn stop(self) {
         self.writer_stop.cancel();
         let _ = self.writer.await;
