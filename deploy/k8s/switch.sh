@@ -105,7 +105,9 @@ switch_writer() {
     [ "$(writer_role "$from")" = active ] && mark="$(writer_last_ledger "$from")"
     say "stopping writer-$from${mark:+ (last ledger $mark)}"
     k scale "deploy/writer-$from" --replicas=0
-    k wait --for=delete pod -l "app=writer,colour=$from" --timeout="${timeout}s"
+    # Its pods are gone once Kubernetes lists none (kubectl wait errs on an empty match).
+    old_gone() { [ -z "$(k get pods -l "app=writer,colour=$from" -o name)" ]; }
+    wait_for "writer-$from's pod to exit" old_gone
   fi
   is_active() { [ "$(writer_role "$to")" = active ]; }
   wait_for "writer-$to to become active" is_active
