@@ -4,7 +4,7 @@
 #   deploy/k8s/switch.sh <blue|green>          move reader traffic to that colour
 #   deploy/k8s/switch.sh writer <blue|green>   hand ingestion over to that colour's writer
 #
-# Readers: scale the target colour up (to its HPA minimum) if it is down, wait until its
+# Readers: scale the target colour up to its HPA minimum if it has fewer, wait until its
 # Deployment has rolled out and every pod is ready, patch the live Service `reader`'s
 # selector to the colour, wait until the Service's endpoints are that colour's pods
 # only, wait DRAIN_SECONDS for the ingress controller to stop sending to the old pods,
@@ -51,12 +51,14 @@ writer_last_ledger() { writer_health "$1" 2>/dev/null | json_field last_ledger |
 
 switch_readers() {
   local to="$1" from; from="$(other "$1")"
-  local replicas
+  # Take traffic with at least the HPA's minimum: a colour at zero (scaled down by an
+  # earlier switch) or just created (one pod until the HPA acts) is scaled up first.
+  local replicas min
   replicas="$(k get "deploy/reader-$to" -o jsonpath='{.spec.replicas}')"
-  if [ "${replicas:-0}" -eq 0 ]; then
-    replicas="$(k get "hpa/reader-$to" -o jsonpath='{.spec.minReplicas}' 2>/dev/null || true)"
-    say "scaling reader-$to up to ${replicas:=2}"
-    k scale "deploy/reader-$to" --replicas="$replicas"
+  min="$(k get "hpa/reader-$to" -o jsonpath='{.spec.minReplicas}' 2>/dev/null || true)"
+  if [ "${replicas:-0}" -lt "${min:=2}" ]; then
+    say "scaling reader-$to up to $min"
+    k scale "deploy/reader-$to" --replicas="$min"
   fi
   say "waiting for reader-$to to roll out and be ready"
   k rollout status "deploy/reader-$to" --timeout="${timeout}s"
