@@ -8,7 +8,9 @@
 #     where a package registry ships them (else printed as "unvalidated: <kind>"), and
 #     this project's own rules (scripts/validate-k8s.py);
 #   - the copies of the reader policies in deploy/k8s/base match deploy/;
-#   - the Redis start scripts and deploy/k8s/switch.sh parse.
+#   - the Redis start scripts and deploy/k8s/switch.sh parse, and the Redis scripts fail
+#     over for real (scripts/check-redis-failover.sh: real redis-server processes on
+#     loopback addresses; needs root for its namespaces, else printed as unvalidated).
 # Installs what it needs when missing: kubectl (Debian package `kubectl`, else
 # `kubernetes-client`), Python's venv, and into a cache directory check-jsonschema and
 # kubernetes-validate (PyPI) and @kubernetes-models/prometheus-operator (npm). Exits
@@ -138,6 +140,16 @@ print(f"redis scripts: {n} parse")
 PY
 fi
 bash -n deploy/k8s/switch.sh || fail "deploy/k8s/switch.sh does not parse"
+# Sentinel failover with the Redis start scripts and real redis-server processes.
+if [ -f "$work/deploy_k8s_platform.yaml" ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v unshare >/dev/null && command -v nsenter >/dev/null &&
+    command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
+    PYTHON="$cache/venv/bin/python" bash scripts/check-redis-failover.sh "$work/deploy_k8s_platform.yaml" ||
+      fail "Redis Sentinel failover"
+  else
+    echo "unvalidated: Redis failover (needs root, unshare, nsenter, redis-server and redis-cli)"
+  fi
+fi
 
 if [ "$failed" -ne 0 ]; then
   echo "validate-deploy: FAILED" >&2
