@@ -28,6 +28,8 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The fuzz target lives outside the workspace; make sure it still builds.
 cargo check --manifest-path fuzz/Cargo.toml --quiet
+# docker-compose.yml and the Kubernetes manifests against their schemas (no engine needed).
+bash scripts/validate-deploy.sh
 
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
