@@ -28,8 +28,12 @@ pub enum Command {
     #[command(subcommand)]
     Synth(SynthCommand),
     /// The whole system on this machine: Postgres primary + streaming replica, Redis, the
-    /// RPC simulator (or a real RPC) and a blue/green writer pair, until Ctrl-C.
+    /// RPC simulator (or a real RPC), a blue/green writer pair, blue and green reader
+    /// pairs and the nginx edge in front of them, until Ctrl-C.
     Stack(crate::stack::StackArgs),
+    /// Operator commands for a running stack: move reader traffic between colours at
+    /// the edge, or hand ingestion over to the standby writer.
+    Switch(crate::stack::control::SwitchArgs),
 }
 
 /// Arguments of `loadtest simnet`.
@@ -201,6 +205,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             async_runtime()?.block_on(crate::bench::reader::history::run(&args))
         }
         Command::Stack(args) => async_runtime()?.block_on(crate::stack::run(&args)),
+        Command::Switch(args) => crate::stack::control::run_switch(&args),
     }
 }
 

@@ -25,7 +25,8 @@ pub const EDGE_HTTP: &str = include_str!("../../deploy/nginx/edge-http.conf");
 const WORKERS: usize = 2;
 
 /// A reader colour.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Colour {
     /// Blue.
     Blue,
@@ -101,14 +102,23 @@ pub struct Edge {
 impl Edge {
     /// Starts the edge with `live` taking the traffic. Blocking (the test kit's calls).
     pub fn start(colours: Colours, live: Colour) -> anyhow::Result<Self> {
+        Self::start_on(None, colours, live)
+    }
+
+    /// Like [`Self::start`], on `port` of 127.0.0.1 when given (else a free one).
+    pub fn start_on(port: Option<u16>, colours: Colours, live: Colour) -> anyhow::Result<Self> {
         let upstream = upstream_conf(colours.of(live));
-        let nginx = NginxServer::start(|port, prefix| {
+        let config = |port: u16, prefix: &Path| {
             // The included files are written before nginx checks the configuration.
             let _ = std::fs::write(prefix.join("readers.conf"), &upstream);
             let _ = std::fs::write(prefix.join("edge-locations.conf"), EDGE_LOCATIONS);
             let _ = std::fs::write(prefix.join("edge-http.conf"), EDGE_HTTP);
             nginx_conf(port, prefix)
-        })
+        };
+        let nginx = match port {
+            Some(port) => NginxServer::start_on(port, config),
+            None => NginxServer::start(config),
+        }
         .context("starting the nginx edge")?;
         Ok(Self {
             nginx,

@@ -49,6 +49,27 @@ impl NginxServer {
     /// port, keep its files under the prefix directory and must not daemonise (the kit
     /// passes `daemon off` and the pid file on the command line).
     pub fn start(config: impl Fn(u16, &Path) -> String) -> Result<Self, TestkitError> {
+        Self::launch_on(None, config)
+    }
+
+    /// Like [`Self::start`], on a given port of 127.0.0.1 (the local stack's public
+    /// port); fails at once, naming the port, when it is taken.
+    pub fn start_on(
+        port: u16,
+        config: impl Fn(u16, &Path) -> String,
+    ) -> Result<Self, TestkitError> {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            return Err(TestkitError::Usage(format!(
+                "port {port} of 127.0.0.1 is taken: choose another edge port"
+            )));
+        }
+        Self::launch_on(Some(port), config)
+    }
+
+    fn launch_on(
+        fixed: Option<u16>,
+        config: impl Fn(u16, &Path) -> String,
+    ) -> Result<Self, TestkitError> {
         let binary = locate_nginx()?;
         let dir = temp_dir("testkit-nginx-")?;
         let root = dir.path().to_path_buf();
@@ -62,13 +83,18 @@ impl NginxServer {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            server.port = free_port_except(0)?;
+            server.port = match fixed {
+                Some(port) => port,
+                None => free_port_except(0)?,
+            };
             let text = config(server.port, &server.root);
             server.write("nginx.conf", &text)?;
             server.check()?;
             match server.launch() {
                 Ok(()) => return Ok(server),
-                Err(error) if attempts < PORT_ATTEMPTS && server.port_was_taken() => {
+                Err(error)
+                    if fixed.is_none() && attempts < PORT_ATTEMPTS && server.port_was_taken() =>
+                {
                     let _ = error;
                     continue;
                 }

@@ -2,7 +2,9 @@
 //! topology `docker-compose.yml` describes): a Postgres primary with a streaming replica,
 //! Redis, an RPC (the simulator replaying the recorded ledgers and then synthetic ones,
 //! or a real Stellar RPC from `STELLAR_RPC_URL`), two writers, blue active and green as
-//! hot standby, and two readers serving from the replica (the primary as fallback).
+//! hot standby, a blue and a green pair of readers serving from the replica (the primary
+//! as fallback), and the nginx edge in front of the live pair: the URL users call.
+//! Operators switch colours through the control port ([`control`], `loadtest switch`).
 //! Runs until Ctrl-C, then stops everything it started.
 //!
 //! What must hold: the data outlives the stack. Postgres (primary and replica) and Redis
@@ -12,14 +14,20 @@
 //! `--fresh` deletes the data first. A data directory is tied to the source it was
 //! filled from (the simulator or an RPC's network) and refuses another.
 
+pub mod control;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use shared::testkit::{PostgresCluster, RedisServer};
 use shared::Network;
 
+use self::control::{Control, WriterLauncher, Writers};
+use crate::edge::{Colour, Colours, Edge};
 use crate::simnet::{load_chain, Simnet, SimnetConfig};
 
 /// Arguments of `loadtest stack`.
@@ -47,9 +55,15 @@ pub struct StackArgs {
     /// First port of the writers' health servers (blue, then green).
     #[arg(long, default_value_t = 9100)]
     pub health_port: u16,
-    /// First port of the readers' APIs (two readers: this port and the next).
+    /// The edge's port: the API users call.
     #[arg(long, default_value_t = 8000)]
+    pub edge_port: u16,
+    /// First port of the readers (blue: this port and the next; green: the two after).
+    #[arg(long, default_value_t = 8010)]
     pub reader_port: u16,
+    /// The operators' control port (`loadtest switch`), on loopback.
+    #[arg(long, default_value_t = 8099)]
+    pub control_port: u16,
     /// Where Postgres and Redis keep their data across runs. Default:
     /// `$XDG_DATA_HOME/stellar-payments` (`~/.local/share/...`), or
     /// `/var/lib/stellar-payments` when run as root (the `postgres` user that the database
@@ -213,40 +227,46 @@ pub async fn run(args: &StackArgs) -> anyhow::Result<()> {
         }
     };
 
-    let spawn_writer = |colour: &str, port: u16| -> anyhow::Result<Child> {
-        Command::new(&writer_bin)
-            .args([
-                "run",
-                "--database-url",
-                &cluster.primary_url(),
-                "--rpc-url",
-                &rpc_url,
-            ])
-            .args(["--network", network.passphrase(), "--start", &start])
-            .args([
-                "--redis-url",
-                &redis.url(),
-                "--health-listen",
-                &format!("127.0.0.1:{port}"),
-            ])
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .spawn()
-            .with_context(|| format!("starting the {colour} writer"))
+    let writer_args: Vec<String> = [
+        "run",
+        "--database-url",
+        &cluster.primary_url(),
+        "--rpc-url",
+        &rpc_url,
+        "--network",
+        network.passphrase(),
+        "--start",
+        &start,
+        "--redis-url",
+        &redis.url(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    let launcher = WriterLauncher {
+        binary: writer_bin.clone(),
+        args: writer_args,
+        health_port: args.health_port,
     };
-    let mut writers = vec![spawn_writer("blue", args.health_port)?];
+    let blue_writer = launcher.spawn(Colour::Blue)?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    writers.push(spawn_writer("green", args.health_port + 1)?);
+    let green_writer = launcher.spawn(Colour::Green)?;
+    let writers = Arc::new(Mutex::new(Writers {
+        launcher,
+        blue: Some(blue_writer),
+        green: Some(green_writer),
+    }));
 
     let replica_url = cluster.replica_url().unwrap_or_default();
+    let public_url = format!("http://127.0.0.1:{}", args.edge_port);
     let spawn_reader = |port: u16| -> anyhow::Result<Child> {
         Command::new(&reader_bin)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--replica-url", &replica_url])
             .args(["--primary-url", &cluster.primary_url()])
             .args(["--redis-url", &redis.url()])
+            // Links in pages point at the edge, whichever pod renders them.
+            .args(["--public-url", &public_url])
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -254,13 +274,37 @@ pub async fn run(args: &StackArgs) -> anyhow::Result<()> {
             .spawn()
             .with_context(|| format!("starting the reader on port {port}"))
     };
-    let mut readers = vec![
-        spawn_reader(args.reader_port)?,
-        spawn_reader(args.reader_port + 1)?,
-    ];
+    let reader_ports: Vec<u16> = (0..4).map(|i| args.reader_port + i).collect();
+    let mut readers = Vec::new();
+    for port in &reader_ports {
+        readers.push(spawn_reader(*port)?);
+    }
+    let address = |port: &u16| SocketAddr::from(([127, 0, 0, 1], *port));
+    let colours = Colours {
+        blue: reader_ports[..2].iter().map(address).collect(),
+        green: reader_ports[2..].iter().map(address).collect(),
+    };
+    let edge_port = args.edge_port;
+    let edge =
+        tokio::task::spawn_blocking(move || Edge::start_on(Some(edge_port), colours, Colour::Blue))
+            .await??;
+    let edge_url = edge.url();
+    let edge = Arc::new(Mutex::new(edge));
+    let control = Control {
+        edge: edge.clone(),
+        writers: writers.clone(),
+        primary_url: cluster.primary_url(),
+        busy: Arc::default(),
+    };
+    let control_listener = tokio::net::TcpListener::bind(("127.0.0.1", args.control_port))
+        .await
+        .with_context(|| format!("the control port {}", args.control_port))?;
+    let control_server =
+        tokio::spawn(async move { axum::serve(control_listener, control::router(control)).await });
 
     println!();
     println!("the stack is up:");
+    println!("  edge      {edge_url}/payments  <- the API (blue readers live)");
     println!("  data      {} (kept; --fresh starts over)", data.display());
     println!("  primary   {}", cluster.primary_url());
     println!("  replica   {}", cluster.replica_url().unwrap_or_default());
@@ -275,32 +319,33 @@ pub async fn run(args: &StackArgs) -> anyhow::Result<()> {
         args.health_port + 1
     );
     println!(
-        "  readers   http://127.0.0.1:{}/payments and http://127.0.0.1:{}/payments",
-        args.reader_port,
-        args.reader_port + 1
+        "  readers   blue http://127.0.0.1:{} and :{}, green :{} and :{}",
+        reader_ports[0], reader_ports[1], reader_ports[2], reader_ports[3]
+    );
+    println!(
+        "  control   http://127.0.0.1:{} (loadtest switch readers | loadtest switch writer)",
+        args.control_port
     );
     println!("press Ctrl-C to stop everything");
     signals.recv().await;
 
     println!("stopping ...");
-    for process in readers.iter_mut().chain(writers.iter_mut()) {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(process.id().to_string())
-            .status();
+    control_server.abort();
+    // The aborted server drops its share of the edge; the last share stops nginx.
+    let _ = control_server.await;
+    drop(edge);
+    for reader in &readers {
+        control::terminate(reader);
     }
     for reader in &mut readers {
         let _ = reader.wait();
     }
-    for writer in &mut writers {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(writer.id().to_string())
-            .status();
-    }
-    for writer in &mut writers {
-        let _ = writer.wait();
-    }
+    tokio::task::spawn_blocking(move || {
+        if let Ok(mut writers) = writers.lock() {
+            writers.stop_all();
+        }
+    })
+    .await?;
     if let Some(sim) = simnet {
         sim.shutdown().await;
     }
