@@ -11,12 +11,13 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{router, AppState, Inner};
 use crate::cache::new_cache;
 use crate::config::ReaderArgs;
 use crate::policy::{Policy, PolicyHandle};
 use crate::ratelimit::{LimitsConfig, RateLimiter};
+use crate::router::router;
 use crate::sources::Sources;
+use crate::state::{AppState, Inner};
 
 /// A running reader.
 #[derive(Debug)]

@@ -14,11 +14,10 @@ use shared::horizon::{LinkBase, PaymentResource};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::app::AppState;
-use crate::params::{Cursor, Order, PageRequest, MAX_LIMIT};
+use crate::params::{after_ledger, Cursor, Order, PageRequest, MAX_LIMIT};
 use crate::policy::Class;
 use crate::problem::Problem;
-use crate::sources::is_source_failure;
+use crate::state::AppState;
 use crate::store::{self, PageResult};
 
 /// Opens a stream for `request` (its order is ascending whatever was asked).
@@ -34,7 +33,7 @@ pub async fn open(state: AppState, mut request: PageRequest, base: LinkBase) -> 
         Cursor::Start => -1,
         Cursor::Now => match state.sources.choose(&[]) {
             // The last id the tip ledger could hold.
-            Ok(chosen) => ((i64::from(chosen.view.tip) + 1) << 32) - 1,
+            Ok(chosen) => after_ledger(chosen.view.tip),
             Err(problem) => return problem.into_response(),
         },
     };
@@ -86,40 +85,38 @@ async fn run(
             Cursor::After(after)
         };
         let mut wait = true;
-        if let Ok(chosen) = state.sources.choose(&[]) {
-            match store::page(&chosen.source.pool, &request, chosen.view.tip).await {
-                Ok(PageResult::Records(records)) => {
-                    wait = records.len() < request.limit as usize;
-                    for record in &records {
-                        let resource =
-                            PaymentResource::new(record, &base, request.join_transactions);
-                        let Ok(json) = serde_json::to_string(&resource) else {
-                            break 'outer;
-                        };
-                        let event = Event::default().id(record.id.to_string()).data(json);
-                        if tx.send(Ok(event)).await.is_err() {
-                            break 'outer;
-                        }
-                        after = record.id.to_i64();
+        let request_at = &request;
+        let read = state
+            .sources
+            .read(|chosen| async move {
+                store::page(&chosen.source.pool, request_at, chosen.view.tip).await
+            })
+            .await;
+        match read {
+            Ok(PageResult::Records(records)) => {
+                wait = records.len() < request.limit as usize;
+                for record in &records {
+                    let resource = PaymentResource::new(record, &base, request.join_transactions);
+                    let Ok(json) = serde_json::to_string(&resource) else {
+                        break 'outer;
+                    };
+                    let event = Event::default().id(record.id.to_string()).data(json);
+                    if tx.send(Ok(event)).await.is_err() {
+                        break 'outer;
                     }
-                    metrics::counter!("reader_stream_records_total")
-                        .increment(records.len() as u64);
+                    after = record.id.to_i64();
                 }
-                Ok(PageResult::Missing(_)) => {}
-                Err(e) => {
-                    if let store::StoreError::Database(db) = &e {
-                        if is_source_failure(db) {
-                            chosen.source.mark_down(&db.to_string());
-                        }
-                    }
-                    tracing::warn!(error = %e, "stream query failed; retrying");
-                    tokio::select! {
-                        _ = state.shutdown.cancelled() => break,
-                        _ = tx.closed() => break,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                    continue;
+                metrics::counter!("reader_stream_records_total").increment(records.len() as u64);
+            }
+            Ok(PageResult::Missing(_)) => {}
+            Err(problem) => {
+                tracing::warn!(error = %problem, "stream query failed; retrying");
+                tokio::select! {
+                    _ = state.shutdown.cancelled() => break,
+                    _ = tx.closed() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
+                continue;
             }
         }
         if wait {
