@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod clients;
+pub mod completeness;
 pub mod conditional;
 pub mod config;
 pub mod middleware;

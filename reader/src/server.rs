@@ -125,6 +125,7 @@ pub async fn start_on(listener: TcpListener, args: &ReaderArgs) -> anyhow::Resul
         metrics: shared::telemetry::prometheus(),
         db_queries: AtomicU64::new(0),
         limiter,
+        completeness: Default::default(),
     });
     let address = listener.local_addr()?;
     let app = router(state.clone());

@@ -225,3 +225,55 @@ async fn cache_control_policy_is_hot_reloaded() {
     reader.stop().await;
     world.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn immutable_only_over_complete_history() {
+    let world = World::start(8, false).await;
+    world.wait_replica();
+    let reader = TestReader::over(&world, &[]).await;
+    let record = world.ledgers[4]
+        .payments
+        .first()
+        .expect("a payment in the fifth ledger");
+    let path = format!(
+        "/payments?include_failed=true&limit=1&cursor={}",
+        record.id.to_i64() - 1
+    );
+    let immutable = Some("public, max-age=31536000, immutable".to_owned());
+    let r = reader.get(&path).await;
+    assert_eq!(header(&r, "cache-control"), immutable, "complete history");
+
+    // A ledger before the page goes missing (a gap a backfill could still fill), and a
+    // backfill range lands elsewhere (a new generation).
+    let port = world.pg.primary_port();
+    support::blocking(|| {
+        world.pg.psql(
+            port,
+            "payments",
+            &format!(
+                "DELETE FROM ledgers WHERE sequence = {}; \
+                 INSERT INTO backfill_ranges (start_ledger, end_ledger) VALUES (1, 1)",
+                support::FIRST + 1
+            ),
+        )
+    })
+    .expect("gap");
+    world.wait_replica();
+    let mut seen = None;
+    for _ in 0..200 {
+        let r = reader.get(&path).await;
+        assert_eq!(r.status(), 200);
+        seen = header(&r, "cache-control");
+        if seen != immutable {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        seen.as_deref(),
+        Some("public, max-age=5, stale-while-revalidate=5"),
+        "a page after a gap revalidates"
+    );
+    reader.stop().await;
+    world.stop().await;
+}

@@ -221,12 +221,23 @@ async fn page_at(
         PageResult::Records(r) => r,
         PageResult::Missing(problem) => return Ok(missing_at(problem, tip)),
     };
-    let facts = PageFacts {
+    let mut facts = PageFacts {
         len: records.len(),
         last_ledger: records.last().map(|r| r.id.ledger_seq),
         tip,
         complete_through: tip,
     };
+    // Only a page that could be immutable asks how far the history is complete.
+    if let (Class::Immutable, false, Some(last)) = (
+        conditional::page_class(request, fixed, facts),
+        fixed,
+        facts.last_ledger,
+    ) {
+        facts.complete_through = state
+            .completeness
+            .through(&chosen.source.name, pool, view, last)
+            .await;
+    }
     let class = conditional::page_class(request, fixed, facts);
     let tag = match class {
         Class::Immutable => conditional::immutable_tag(&inputs, fixed),
