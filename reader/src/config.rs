@@ -81,6 +81,11 @@ pub struct ReaderArgs {
     /// (lets load balancers stop sending traffic first).
     #[arg(long, env = "READER_SHUTDOWN_DRAIN_MS", default_value_t = 5_000)]
     pub shutdown_drain_ms: u64,
+    /// After the listener stops, how long in-flight responses may take to finish,
+    /// in milliseconds; connections still open then (a client that stopped reading)
+    /// are abandoned and the process exits.
+    #[arg(long, env = "READER_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
     /// Rate limits and quotas (TOML: tiers, costs, keys, trusted proxies). Without it,
     /// nothing is limited.
     #[arg(long, env = "READER_RATE_LIMITS")]

@@ -28,6 +28,7 @@ pub struct RunningReader {
     pub state: AppState,
     stop: CancellationToken,
     drain: Duration,
+    grace: Duration,
     served: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -36,12 +37,30 @@ impl RunningReader {
     /// drain delay the listener stops, in-flight requests finish and streams end.
     pub async fn shutdown(self) -> std::io::Result<()> {
         begin_shutdown(&self.state, &self.stop, self.drain).await;
-        self.served.await.unwrap_or(Ok(()))
+        self.wait().await
     }
 
-    /// Waits until the server stops by itself (SIGTERM/SIGINT handled by `run`).
+    /// Waits until the server stops by itself (SIGTERM/SIGINT handled by `run`): once
+    /// the listener has stopped, at most the shutdown grace for the connections still
+    /// open, which are then abandoned.
     pub async fn wait(self) -> std::io::Result<()> {
-        self.served.await.unwrap_or(Ok(()))
+        let mut served = self.served;
+        tokio::select! {
+            result = &mut served => return result.unwrap_or(Ok(())),
+            _ = self.stop.cancelled() => {}
+        }
+        match tokio::time::timeout(self.grace, &mut served).await {
+            Ok(result) => result.unwrap_or(Ok(())),
+            Err(_) => {
+                tracing::warn!(
+                    grace_ms = self.grace.as_millis() as u64,
+                    "connections still open after the shutdown grace; closing them"
+                );
+                metrics::counter!("reader_shutdown_abandoned_total").increment(1);
+                served.abort();
+                Ok(())
+            }
+        }
     }
 }
 
@@ -144,6 +163,7 @@ pub async fn start_on(listener: TcpListener, args: &ReaderArgs) -> anyhow::Resul
         state,
         stop,
         drain: Duration::from_millis(args.shutdown_drain_ms),
+        grace: Duration::from_millis(args.shutdown_grace_ms),
         served,
     })
 }

@@ -2,7 +2,8 @@
 //! streams: an `open` event, then every record in ascending order as `data` with its
 //! paging token as `id`, continuing as ledgers close. A client that reconnects with
 //! `Last-Event-ID` (or `cursor`) resumes right after the last record it saw. Streams per
-//! pod are bounded; each ends when the pod shuts down.
+//! pod are bounded; each ends when the pod shuts down, also when its client has
+//! stopped reading (sending watches the shutdown token, and the body ends with it).
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use axum::http::{header, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
 use shared::horizon::{LinkBase, PaymentResource};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -46,8 +48,12 @@ pub async fn open(state: AppState, mut request: PageRequest, base: LinkBase) -> 
         .current()
         .value(route, Class::Stream)
         .to_owned();
+    let shutdown = state.shutdown.clone();
     tokio::spawn(run(state, request, base, start, tx, permit));
-    let mut response = Sse::new(ReceiverStream::new(rx))
+    // The body ends at shutdown even when its client stopped reading (the sender
+    // may be blocked on a full channel; the connection must not outlive the pod).
+    let events = ReceiverStream::new(rx).take_until(shutdown.cancelled_owned());
+    let mut response = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response();
     let headers = response.headers_mut();
@@ -101,7 +107,12 @@ async fn run(
                         break 'outer;
                     };
                     let event = Event::default().id(record.id.to_string()).data(json);
-                    if tx.send(Ok(event)).await.is_err() {
+                    // A stalled client must not hold the stream past shutdown.
+                    let sent = tokio::select! {
+                        sent = tx.send(Ok(event)) => sent.is_ok(),
+                        _ = state.shutdown.cancelled() => false,
+                    };
+                    if !sent {
                         break 'outer;
                     }
                     after = record.id.to_i64();

@@ -225,3 +225,34 @@ async fn account_streams_list_only_the_account() {
     reader.stop().await;
     world.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_a_client_that_stopped_reading() {
+    use tokio::io::AsyncWriteExt;
+
+    let world = World::start(12, false).await;
+    world.wait_replica();
+    let reader = TestReader::over(&world, &["--shutdown-grace-ms", "2000"]).await;
+    let address = reader.running.as_ref().expect("running").address;
+    // A client with a tiny receive window that asks for every record with its
+    // transaction, then never reads.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(2048).expect("rcvbuf");
+    let mut stalled = socket.connect(address).await.expect("connect");
+    stalled
+        .write_all(
+            b"GET /payments?include_failed=true&join=transactions HTTP/1.1\r\n\
+              Host: reader.test\r\nAccept: text/event-stream\r\n\r\n",
+        )
+        .await
+        .expect("request");
+    // Let the stream fill every buffer on the way.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(30), reader.stop()).await;
+    assert!(
+        stopped.is_ok(),
+        "shutdown waited on a stalled stream client"
+    );
+    drop(stalled);
+    world.stop().await;
+}
