@@ -145,6 +145,7 @@ pub async fn start_on(listener: TcpListener, args: &ReaderArgs) -> anyhow::Resul
         db_queries: AtomicU64::new(0),
         limiter,
         completeness: Default::default(),
+        stream_pages: crate::stream::new_stream_pages(),
     });
     let address = listener.local_addr()?;
     let app = router(state.clone());

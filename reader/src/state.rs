@@ -58,6 +58,8 @@ pub struct Inner {
     pub db_queries: AtomicU64,
     /// Rate limits and quotas shared through Redis, when configured.
     pub limiter: Option<crate::ratelimit::SharedLimiter>,
+    /// Pages read for event streams, shared by the streams at one data version.
+    pub stream_pages: crate::stream::StreamPages,
     /// How far each source's history is complete (for immutable pages).
     pub completeness: crate::completeness::Completeness,
 }

@@ -4,8 +4,12 @@
 //! `Last-Event-ID` (or `cursor`) resumes right after the last record it saw. Streams per
 //! pod are bounded; each ends when the pod shuts down, also when its client has
 //! stopped reading (sending watches the shutdown token, and the body ends with it).
+//! Streams do not stampede the pool when a ledger closes: the streams of one request at
+//! one data version share one query (`StreamPages`).
 
 use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{header, HeaderValue};
@@ -19,8 +23,46 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::params::{after_ledger, Cursor, Order, PageRequest, MAX_LIMIT};
 use crate::policy::Class;
 use crate::problem::Problem;
+use crate::sources::ReadFailure;
 use crate::state::AppState;
-use crate::store::{self, PageResult};
+use crate::store::{self, PageResult, StoreError};
+
+/// Pages read for streams, shared by every stream at the same (source, tip,
+/// generation, request): concurrent readers of one key wait for one query.
+pub type StreamPages = moka::future::Cache<String, Arc<PageResult>>;
+
+/// The shared page cache for streams: a few thousand entries, short-lived (a page is
+/// only wanted while streams catch up on one tip).
+pub fn new_stream_pages() -> StreamPages {
+    moka::future::Cache::builder()
+        .max_capacity(4_096)
+        .time_to_live(Duration::from_secs(30))
+        .build()
+}
+
+/// A query failure shared by every stream that waited on it.
+struct SharedFailure(Arc<StoreError>);
+
+impl ReadFailure for SharedFailure {
+    fn database(&self) -> Option<&sqlx::Error> {
+        self.0.database()
+    }
+
+    fn into_problem(self) -> Problem {
+        match Arc::try_unwrap(self.0) {
+            Ok(error) => error.into_problem(),
+            Err(shared) => match shared.database() {
+                Some(e) if crate::sources::is_timeout(e) => {
+                    Problem::timeout("The query took longer than the statement timeout.")
+                }
+                _ => {
+                    tracing::error!(error = %shared, "stream query failed");
+                    Problem::internal()
+                }
+            },
+        }
+    }
+}
 
 /// Opens a stream for `request` (its order is ascending whatever was asked).
 pub async fn open(state: AppState, mut request: PageRequest, base: LinkBase) -> Response {
@@ -92,16 +134,36 @@ async fn run(
         };
         let mut wait = true;
         let request_at = &request;
+        let state_at = &state;
         let read = state
             .sources
             .read(|chosen| async move {
-                store::page(&chosen.source.pool, request_at, chosen.view.tip).await
+                // Every stream of this request at this source's data version shares one
+                // query: a new ledger costs one query per page per pod, not one per stream.
+                let view = chosen.view;
+                let key = format!(
+                    "{}|{}.{}|{}",
+                    chosen.source.name,
+                    view.tip,
+                    view.generation,
+                    request_at.normalized()
+                );
+                state_at
+                    .stream_pages
+                    .try_get_with(key, async {
+                        state_at.db_queries.fetch_add(1, Ordering::Relaxed);
+                        store::page(&chosen.source.pool, request_at, view.tip)
+                            .await
+                            .map(Arc::new)
+                    })
+                    .await
+                    .map_err(SharedFailure)
             })
             .await;
-        match read {
+        match read.as_deref() {
             Ok(PageResult::Records(records)) => {
                 wait = records.len() < request.limit as usize;
-                for record in &records {
+                for record in records {
                     let resource = PaymentResource::new(record, &base, request.join_transactions);
                     let Ok(json) = serde_json::to_string(&resource) else {
                         break 'outer;
