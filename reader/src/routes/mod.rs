@@ -17,7 +17,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use shared::horizon::LinkBase;
 
-use crate::cache::Rendered;
+use crate::cache::{Encoding, Rendered};
 use crate::policy::Class;
 use crate::problem::Problem;
 use crate::state::{AppState, LATEST_LEDGER};
@@ -137,8 +137,18 @@ impl CacheOutcome {
     }
 }
 
-/// The response for a rendered resource of `route`: the body (or 304 when
-/// `not_modified`), its ETag, Cache-Control for its class, `Vary` and `Latest-Ledger`.
+/// The `Accept-Encoding` coding to send.
+pub fn encoding(headers: &HeaderMap) -> Encoding {
+    Encoding::negotiate(
+        headers
+            .get(header::ACCEPT_ENCODING)
+            .and_then(|h| h.to_str().ok()),
+    )
+}
+
+/// The response for a rendered resource of `route`: the body in `encoding` (or 304
+/// when `not_modified`), the ETag of that encoding, Cache-Control for its class,
+/// `Vary: Accept, Accept-Encoding` and `Latest-Ledger`.
 pub fn rendered_response(
     state: &AppState,
     route: &str,
@@ -146,28 +156,38 @@ pub fn rendered_response(
     tip: u32,
     not_modified: bool,
     outcome: CacheOutcome,
+    encoding: Encoding,
 ) -> Response {
-    let (mut response, outcome) = if not_modified {
+    let (mut response, outcome, encoding) = if not_modified {
         (
             StatusCode::NOT_MODIFIED.into_response(),
             CacheOutcome::NotModified,
+            encoding,
         )
     } else {
-        let mut r = (StatusCode::OK, rendered.body.clone()).into_response();
+        let (body, used) = rendered.encoded(encoding);
+        let mut r = (StatusCode::OK, body).into_response();
         r.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(HAL_JSON));
-        (r, outcome)
+        if let Some(token) = used.token() {
+            r.headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static(token));
+        }
+        (r, outcome, used)
     };
     metrics::counter!("reader_cache_total", "outcome" => outcome.as_str()).increment(1);
     response.extensions_mut().insert(outcome);
     let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&rendered.etag) {
+    if let Ok(v) = HeaderValue::from_str(&rendered.etag_for(encoding)) {
         headers.insert(header::ETAG, v);
     }
     if let Ok(v) = HeaderValue::from_str(state.policy.current().value(route, rendered.class)) {
         headers.insert(header::CACHE_CONTROL, v);
     }
-    headers.insert(header::VARY, HeaderValue::from_static("Accept"));
+    headers.insert(
+        header::VARY,
+        HeaderValue::from_static("Accept, Accept-Encoding"),
+    );
     headers.insert(LATEST_LEDGER.clone(), HeaderValue::from(tip));
     response
 }
@@ -179,12 +199,9 @@ pub fn not_modified(
     etag: String,
     class: Class,
     tip: u32,
+    encoding: Encoding,
 ) -> Response {
-    let rendered = Rendered {
-        body: bytes::Bytes::new(),
-        etag,
-        class,
-    };
+    let rendered = Rendered::new(bytes::Bytes::new(), etag, class);
     rendered_response(
         state,
         route,
@@ -192,6 +209,7 @@ pub fn not_modified(
         tip,
         true,
         CacheOutcome::NotModified,
+        encoding,
     )
 }
 
@@ -222,6 +240,7 @@ where
 {
     let base = link_base(state, headers);
     let condition = condition(headers);
+    let encoding = encoding(headers);
     let tag = crate::cache::etag('i', &[&base.0, path]);
     let key = format!("fixed|{}|{path}", base.0);
     let (tag, key, base, condition) = (&tag, &key, &base, condition.as_deref());
@@ -238,6 +257,7 @@ where
                     tag.clone(),
                     Class::Immutable,
                     tip,
+                    encoding,
                 ));
             }
             if let Some(hit) = state.cache.get(key).await {
@@ -249,6 +269,7 @@ where
                     tip,
                     matched,
                     CacheOutcome::Hit,
+                    encoding,
                 ));
             }
             state
@@ -257,11 +278,11 @@ where
             let Some(body) = fetch(chosen, base.clone()).await? else {
                 return Ok(missing_at(missing(), tip));
             };
-            let rendered = std::sync::Arc::new(Rendered {
-                body: bytes::Bytes::from(body),
-                etag: tag.clone(),
-                class: Class::Immutable,
-            });
+            let rendered = std::sync::Arc::new(Rendered::new(
+                bytes::Bytes::from(body),
+                tag.clone(),
+                Class::Immutable,
+            ));
             state.cache.insert(key.clone(), rendered.clone()).await;
             let matched = condition.is_some_and(|c| crate::conditional::matches(c, tag));
             Ok(rendered_response(
@@ -271,6 +292,7 @@ where
                 tip,
                 matched,
                 CacheOutcome::Miss,
+                encoding,
             ))
         })
         .await

@@ -19,10 +19,10 @@ use bytes::Bytes;
 use shared::horizon::LinkBase;
 
 use super::{
-    condition, link_base, missing_at, not_modified, rendered_response, wants_event_stream,
-    CacheOutcome, PathParam, QueryPairs,
+    condition, encoding, link_base, missing_at, not_modified, rendered_response,
+    wants_event_stream, CacheOutcome, PathParam, QueryPairs,
 };
-use crate::cache::Rendered;
+use crate::cache::{Encoding, Rendered};
 use crate::conditional::{self, PageFacts, TagInputs};
 use crate::params::{self, PageRequest, Scope};
 use crate::policy::Class;
@@ -127,10 +127,11 @@ async fn payments(
         return Ok(stream::open(state, request, base).await);
     }
     let condition = condition(headers);
+    let encoding = encoding(headers);
     let (state, request, base, condition) = (&state, &request, &base, condition.as_deref());
     state
         .sources
-        .read(|chosen| page_at(state, chosen, request, base, condition))
+        .read(|chosen| page_at(state, chosen, request, base, condition, encoding))
         .await
 }
 
@@ -142,6 +143,7 @@ async fn page_at(
     request: &PageRequest,
     base: &LinkBase,
     condition: Option<&str>,
+    encoding: Encoding,
 ) -> Result<Response, StoreError> {
     let view = chosen.view;
     let tip = view.tip;
@@ -163,7 +165,14 @@ async fn page_at(
         let tag = conditional::immutable_tag(&inputs, fixed);
         if conditional::matches_before_reading(condition, &tag) {
             // Only ever issued for a page that cannot change.
-            return Ok(not_modified(state, route, tag, Class::Immutable, tip));
+            return Ok(not_modified(
+                state,
+                route,
+                tag,
+                Class::Immutable,
+                tip,
+                encoding,
+            ));
         }
     }
     let key = if fixed {
@@ -180,6 +189,7 @@ async fn page_at(
             tip,
             matched,
             CacheOutcome::Hit,
+            encoding,
         ));
     }
 
@@ -207,7 +217,7 @@ async fn page_at(
             let activity = lookup_activity().await?;
             let tag = conditional::head_tag(&inputs, account.is_some(), activity);
             if !fixed && conditional::matches_before_reading(condition, &tag) {
-                return Ok(not_modified(state, route, tag, Class::Head, tip));
+                return Ok(not_modified(state, route, tag, Class::Head, tip, encoding));
             }
             (activity, read_page().await?)
         }
@@ -249,11 +259,7 @@ async fn page_at(
             reason: e.to_string(),
         })
     })?;
-    let rendered = Arc::new(Rendered {
-        body: Bytes::from(body),
-        etag: tag,
-        class,
-    });
+    let rendered = Arc::new(Rendered::new(Bytes::from(body), tag, class));
     state.cache.insert(key, rendered.clone()).await;
     let matched = condition.is_some_and(|c| conditional::matches(c, &rendered.etag));
     Ok(rendered_response(
@@ -263,5 +269,6 @@ async fn page_at(
         tip,
         matched,
         CacheOutcome::Miss,
+        encoding,
     ))
 }
