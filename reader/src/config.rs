@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::app::ServeSettings;
 use crate::sources::SourcesConfig;
+use crate::state::ServeSettings;
 
 /// Serves payment history from read replicas (never writes).
 #[derive(Clone, Debug, Parser)]
@@ -67,10 +67,25 @@ pub struct ReaderArgs {
     /// Public base URL for links (default: from the request's Host header).
     #[arg(long, env = "READER_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Origins allowed to call the API from a browser (CORS): `*` for any (the
+    /// default), or a list of origins such as `https://wallet.example`; empty turns
+    /// CORS headers off.
+    #[arg(
+        long = "cors-allow-origin",
+        env = "READER_CORS_ALLOW_ORIGINS",
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub cors_allow_origins: Vec<String>,
     /// On SIGTERM, how long readiness fails before the listener stops, in milliseconds
     /// (lets load balancers stop sending traffic first).
     #[arg(long, env = "READER_SHUTDOWN_DRAIN_MS", default_value_t = 5_000)]
     pub shutdown_drain_ms: u64,
+    /// After the listener stops, how long in-flight responses may take to finish,
+    /// in milliseconds; connections still open then (a client that stopped reading)
+    /// are abandoned and the process exits.
+    #[arg(long, env = "READER_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
     /// Rate limits and quotas (TOML: tiers, costs, keys, trusted proxies). Without it,
     /// nothing is limited.
     #[arg(long, env = "READER_RATE_LIMITS")]
@@ -107,6 +122,12 @@ impl ReaderArgs {
             public_url: self.public_url.clone(),
             max_in_flight: self.max_in_flight,
             request_timeout: Duration::from_millis(self.request_timeout_ms),
+            cors_allow_origins: self
+                .cors_allow_origins
+                .iter()
+                .map(|o| o.trim().to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
         }
     }
 }

@@ -200,16 +200,18 @@ pub struct Root {
             server-sent events with `Accept: text/event-stream`."
     ),
     paths(
-        crate::app::root,
-        crate::app::all_payments,
-        crate::app::account_payments,
-        crate::app::ledger_payments,
-        crate::app::transaction_payments,
-        crate::app::health,
-        crate::app::ready,
-        crate::app::render_metrics,
-        crate::app::openapi_document,
-        crate::app::constant,
+        crate::routes::meta::root,
+        crate::routes::payments::all_payments,
+        crate::routes::payments::account_payments,
+        crate::routes::payments::ledger_payments,
+        crate::routes::payments::transaction_payments,
+        crate::routes::operations::operation,
+        crate::routes::transactions::transaction,
+        crate::routes::meta::health,
+        crate::routes::meta::ready,
+        crate::routes::meta::render_metrics,
+        crate::routes::meta::openapi_document,
+        crate::routes::meta::constant,
     ),
     components(schemas(crate::problem::ProblemDocument, PaymentsPage, Payment, Root))
 )]

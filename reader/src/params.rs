@@ -98,6 +98,22 @@ pub fn parse_hash(raw: &str) -> Result<[u8; 32], Problem> {
     }
 }
 
+/// The last id ledger `seq` could hold: a cursor after it starts at the next ledger.
+pub fn after_ledger(seq: u32) -> i64 {
+    ((i64::from(seq) + 1) << 32) - 1
+}
+
+/// Parses an operation id (a TOID: a positive integer).
+pub fn parse_operation_id(raw: &str) -> Result<i64, Problem> {
+    match raw.parse::<i64>() {
+        Ok(id) if id > 0 => Ok(id),
+        _ => Err(Problem::invalid_field(
+            "id",
+            "expected an operation id: a positive integer",
+        )),
+    }
+}
+
 /// Where a page starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Cursor {
@@ -340,6 +356,19 @@ impl PageRequest {
         })
     }
 
+    /// Resolves `cursor=now` against `tip`, as Horizon does: ascending, just after the
+    /// last id the tip ledger could hold (so the page is empty and `next` continues from
+    /// there); descending, the newest record (the same as no cursor). Any other cursor
+    /// is left alone. Links built afterwards never carry `now`.
+    pub fn resolve_now(&mut self, tip: u32) {
+        if self.cursor == Cursor::Now {
+            self.cursor = match self.order {
+                Order::Asc => Cursor::After(after_ledger(tip)),
+                Order::Desc => Cursor::Start,
+            };
+        }
+    }
+
     /// The query string that reproduces this request with another cursor and order
     /// (for `_links`), parameters in a fixed order.
     pub fn query_string(&self, cursor: Option<&str>, order: Order) -> String {
@@ -438,6 +467,22 @@ mod tests {
             );
         }
         assert!(PageRequest::parse(Scope::All, &q(&[("direction", "incoming")]), None).is_err());
+    }
+
+    #[test]
+    fn now_resolves_to_a_position() {
+        let mut asc = PageRequest::parse(Scope::All, &q(&[("cursor", "now")]), None).expect("ok");
+        asc.resolve_now(7);
+        assert_eq!(asc.cursor, Cursor::After((8 << 32) - 1));
+        assert!(!asc.normalized().contains("now"));
+        let mut desc = PageRequest::parse(
+            Scope::All,
+            &q(&[("cursor", "now"), ("order", "desc")]),
+            None,
+        )
+        .expect("ok");
+        desc.resolve_now(7);
+        assert_eq!(desc.cursor, Cursor::Start);
     }
 
     #[test]

@@ -160,6 +160,29 @@ impl Problem {
         )
     }
 
+    /// A refusal by the HTTP layer itself (405, 413, 414, 431, ...): the status, its
+    /// standard title, and Horizon-style slug.
+    pub fn http_status(status: StatusCode, detail: impl Into<String>) -> Self {
+        let slug = match status.as_u16() {
+            400 => "bad_request",
+            404 => "not_found",
+            405 => "method_not_allowed",
+            406 => "not_acceptable",
+            408 => "timeout",
+            413 => "payload_too_large",
+            414 => "uri_too_long",
+            431 => "request_header_fields_too_large",
+            500..=599 => "server_error",
+            _ => "bad_request",
+        };
+        Self::new(
+            status,
+            slug,
+            status.canonical_reason().unwrap_or("Error"),
+            detail.into(),
+        )
+    }
+
     /// Adds or replaces one member of `extras`.
     pub fn with_extra(mut self, key: &str, value: impl Into<Value>) -> Self {
         let extras = self.extras.get_or_insert_with(|| json!({}));

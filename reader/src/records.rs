@@ -24,14 +24,28 @@ pub struct CorruptRow {
     pub reason: String,
 }
 
-/// The columns every page query selects, in the order `payment_from_row` reads them.
-pub const PAYMENT_COLUMNS: &str = "p.id, p.type, p.source_account, p.source_muxed_id, \
-    p.destination, p.destination_muxed_id, p.asset, p.amount, p.source_asset, \
-    p.source_amount, p.amount_limit, p.path, p.details, \
-    t.id AS tx_id, t.hash, t.ledger_sequence, extract(epoch FROM t.closed_at)::bigint AS closed_unix, \
+/// The transaction columns of a query joined to `transactions t`, as
+/// `transaction_from_row` reads them.
+macro_rules! transaction_columns {
+    () => {
+        "t.id AS tx_id, t.hash, t.ledger_sequence, extract(epoch FROM t.closed_at)::bigint AS closed_unix, \
     t.successful, t.source_account AS tx_source, t.source_muxed_id AS tx_source_muxed, \
     t.source_sequence, t.fee_account, t.fee_muxed_id, t.inner_hash, t.fee_charged, t.max_fee, \
-    t.operation_count, t.memo_type, t.memo, t.min_time, t.max_time";
+    t.operation_count, t.memo_type, t.memo, t.min_time, t.max_time"
+    };
+}
+
+/// The columns of a transaction query (`FROM transactions t`), in the order
+/// [`transaction_from_row`] reads them.
+pub const TRANSACTION_COLUMNS: &str = transaction_columns!();
+
+/// The columns every page query selects, in the order `payment_from_row` reads them.
+pub const PAYMENT_COLUMNS: &str = concat!(
+    "p.id, p.type, p.source_account, p.source_muxed_id, \
+    p.destination, p.destination_muxed_id, p.asset, p.amount, p.source_asset, \
+    p.source_amount, p.amount_limit, p.path, p.details, ",
+    transaction_columns!()
+);
 
 struct Reader<'r> {
     row: &'r PgRow,
@@ -100,7 +114,7 @@ pub fn payment_from_row(row: &PgRow) -> Result<PaymentRecord, CorruptRow> {
         reason: e.to_string(),
     })?;
     let r = Reader { row, id };
-    let transaction = Arc::new(transaction_from_row(&r)?);
+    let transaction = Arc::new(transaction_context(&r)?);
     let type_i: i16 = r.get("type")?;
     let payment_type =
         PaymentType::from_type_i(type_i).ok_or_else(|| r.bad(format!("type {type_i}")))?;
@@ -155,7 +169,16 @@ pub fn payment_from_row(row: &PgRow) -> Result<PaymentRecord, CorruptRow> {
     })
 }
 
-fn transaction_from_row(r: &Reader<'_>) -> Result<TransactionContext, CorruptRow> {
+/// Reads one row of a transaction query (`TRANSACTION_COLUMNS`).
+pub fn transaction_from_row(row: &PgRow) -> Result<TransactionContext, CorruptRow> {
+    let id: i64 = row.try_get("tx_id").map_err(|e| CorruptRow {
+        id: -1,
+        reason: e.to_string(),
+    })?;
+    transaction_context(&Reader { row, id })
+}
+
+fn transaction_context(r: &Reader<'_>) -> Result<TransactionContext, CorruptRow> {
     let tx_id: i64 = r.get("tx_id")?;
     let memo_type: i16 = r.get("memo_type")?;
     let memo_bytes: Option<Vec<u8>> = r.get("memo")?;

@@ -11,12 +11,13 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{router, AppState, Inner};
 use crate::cache::new_cache;
 use crate::config::ReaderArgs;
 use crate::policy::{Policy, PolicyHandle};
 use crate::ratelimit::{LimitsConfig, RateLimiter};
+use crate::router::router;
 use crate::sources::Sources;
+use crate::state::{AppState, Inner};
 
 /// A running reader.
 #[derive(Debug)]
@@ -27,6 +28,7 @@ pub struct RunningReader {
     pub state: AppState,
     stop: CancellationToken,
     drain: Duration,
+    grace: Duration,
     served: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
@@ -35,12 +37,30 @@ impl RunningReader {
     /// drain delay the listener stops, in-flight requests finish and streams end.
     pub async fn shutdown(self) -> std::io::Result<()> {
         begin_shutdown(&self.state, &self.stop, self.drain).await;
-        self.served.await.unwrap_or(Ok(()))
+        self.wait().await
     }
 
-    /// Waits until the server stops by itself (SIGTERM/SIGINT handled by `run`).
+    /// Waits until the server stops by itself (SIGTERM/SIGINT handled by `run`): once
+    /// the listener has stopped, at most the shutdown grace for the connections still
+    /// open, which are then abandoned.
     pub async fn wait(self) -> std::io::Result<()> {
-        self.served.await.unwrap_or(Ok(()))
+        let mut served = self.served;
+        tokio::select! {
+            result = &mut served => return result.unwrap_or(Ok(())),
+            _ = self.stop.cancelled() => {}
+        }
+        match tokio::time::timeout(self.grace, &mut served).await {
+            Ok(result) => result.unwrap_or(Ok(())),
+            Err(_) => {
+                tracing::warn!(
+                    grace_ms = self.grace.as_millis() as u64,
+                    "connections still open after the shutdown grace; closing them"
+                );
+                metrics::counter!("reader_shutdown_abandoned_total").increment(1);
+                served.abort();
+                Ok(())
+            }
+        }
     }
 }
 
@@ -130,6 +150,8 @@ pub async fn start_on(listener: TcpListener, args: &ReaderArgs) -> anyhow::Resul
         ready: AtomicBool::new(true),
         db_queries: AtomicU64::new(0),
         limiter,
+        completeness: Default::default(),
+        stream_pages: crate::stream::new_stream_pages(),
     });
     // The history went backwards: nothing cached under the old history is served.
     let mut regressions = state.sources.subscribe_regressions();
@@ -165,6 +187,7 @@ pub async fn start_on(listener: TcpListener, args: &ReaderArgs) -> anyhow::Resul
         state,
         stop,
         drain: Duration::from_millis(args.shutdown_drain_ms),
+        grace: Duration::from_millis(args.shutdown_grace_ms),
         served,
     })
 }

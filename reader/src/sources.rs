@@ -537,6 +537,36 @@ impl Sources {
         }
     }
 
+    /// Runs `attempt` on a chosen source and, when it fails because that source failed
+    /// or is busy (see [`Source::failed`]: only a dead source is marked down), runs it
+    /// again on another, until one answers or none is left (then the 503 `choose`
+    /// gives). Any other error ends the read as the error's own problem.
+    pub async fn read<T, E, F, Fut>(&self, mut attempt: F) -> Result<T, Problem>
+    where
+        E: ReadFailure,
+        F: FnMut(Chosen) -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        let mut failed: Vec<String> = Vec::new();
+        loop {
+            let chosen = self.choose(&failed)?;
+            let source = chosen.source.clone();
+            match attempt(chosen).await {
+                Ok(value) => return Ok(value),
+                Err(error) => match error.database().filter(|e| is_source_failure(e)) {
+                    Some(e) => {
+                        tracing::warn!(source = %source.name, error = %e, "source failed or busy; retrying on another");
+                        metrics::counter!("reader_source_failures_total", "source" => source.name.clone())
+                            .increment(1);
+                        source.failed(e);
+                        failed.push(source.name.clone());
+                    }
+                    None => return Err(error.into_problem()),
+                },
+            }
+        }
+    }
+
     /// The state of every source.
     pub fn overview(&self) -> Overview {
         let newest = self.newest();
@@ -805,6 +835,14 @@ async fn announced_tip(
     serde_json::from_str::<Announcement>(&value?)
         .ok()
         .map(|a| a.sequence)
+}
+
+/// An error of a read run through [`Sources::read`].
+pub trait ReadFailure {
+    /// The database error, when there is one (a source failure is retried elsewhere).
+    fn database(&self) -> Option<&sqlx::Error>;
+    /// The problem the client sees when the read ends with this error.
+    fn into_problem(self) -> Problem;
 }
 
 /// Whether an error means the source itself failed or is busy (retry elsewhere) rather

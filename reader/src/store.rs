@@ -2,15 +2,19 @@
 //! payments table itself for the global, ledger and transaction feeds, or one of the
 //! integer-keyed history tables (per account, per asset, per account and asset),
 //! joined to payments and transactions by id. Ranges are bounded by the source's tip,
-//! so a page depends only on (tip, request).
+//! so a page depends only on (tip, request). Single resources (one payment operation,
+//! one transaction) are point lookups bounded by the tip the same way.
 
-use shared::payment::PaymentRecord;
+use shared::payment::{PaymentRecord, TransactionContext};
 use shared::toid::Toid;
 use sqlx::{PgPool, Row as _};
 
 use crate::params::{Cursor, Order, PageRequest, Scope};
 use crate::problem::Problem;
-use crate::records::{payment_from_row, CorruptRow, PAYMENT_COLUMNS};
+use crate::records::{
+    payment_from_row, transaction_from_row, CorruptRow, PAYMENT_COLUMNS, TRANSACTION_COLUMNS,
+};
+use crate::sources::{is_timeout, ReadFailure};
 
 /// A query failure.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +25,27 @@ pub enum StoreError {
     /// A stored row cannot be read back.
     #[error(transparent)]
     Corrupt(#[from] CorruptRow),
+}
+
+impl ReadFailure for StoreError {
+    fn database(&self) -> Option<&sqlx::Error> {
+        match self {
+            Self::Database(e) => Some(e),
+            Self::Corrupt(_) => None,
+        }
+    }
+
+    fn into_problem(self) -> Problem {
+        match self {
+            Self::Database(e) if is_timeout(&e) => {
+                Problem::timeout("The query took longer than the statement timeout.")
+            }
+            e => {
+                tracing::error!(error = %e, "query failed");
+                Problem::internal()
+            }
+        }
+    }
 }
 
 /// What a page query found.
@@ -231,4 +256,49 @@ pub async fn account_activity(
         ))
     })
     .transpose()
+}
+
+/// One payment operation by id, as of ledger `tip` (None: no such payment, or an
+/// operation of another kind, or not yet closed at `tip`).
+pub async fn payment(
+    pool: &PgPool,
+    id: i64,
+    tip: u32,
+) -> Result<Option<PaymentRecord>, StoreError> {
+    if id >> 32 > i64::from(tip) {
+        return Ok(None);
+    }
+    count_query();
+    let sql = format!(
+        "SELECT {PAYMENT_COLUMNS} FROM payments p JOIN transactions t ON t.id = p.transaction_id \
+         WHERE p.id = $1"
+    );
+    let row = sqlx::query(&sql).bind(id).fetch_optional(pool).await?;
+    row.map(|r| payment_from_row(&r).map_err(StoreError::from))
+        .transpose()
+}
+
+/// One transaction by its hash, a fee bump's own or that of the transaction it wraps,
+/// as of ledger `tip` (None: not in this history, which keeps the transactions that
+/// carry payments).
+pub async fn transaction(
+    pool: &PgPool,
+    hash: &[u8; 32],
+    tip: u32,
+) -> Result<Option<TransactionContext>, StoreError> {
+    count_query();
+    let sql = format!(
+        "(SELECT {TRANSACTION_COLUMNS} FROM transactions t WHERE t.hash = $1) \
+         UNION ALL \
+         (SELECT {TRANSACTION_COLUMNS} FROM transactions t \
+          WHERE t.inner_hash = $1 AND t.inner_hash IS NOT NULL) \
+         LIMIT 1"
+    );
+    let row = sqlx::query(&sql)
+        .bind(hash.as_slice())
+        .fetch_optional(pool)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let tx = transaction_from_row(&row)?;
+    Ok((tx.ledger_seq <= tip).then_some(tx))
 }

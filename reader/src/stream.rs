@@ -2,24 +2,67 @@
 //! streams: an `open` event, then every record in ascending order as `data` with its
 //! paging token as `id`, continuing as ledgers close. A client that reconnects with
 //! `Last-Event-ID` (or `cursor`) resumes right after the last record it saw. Streams per
-//! pod are bounded; each ends when the pod shuts down.
+//! pod are bounded; each ends when the pod shuts down, also when its client has
+//! stopped reading (sending watches the shutdown token, and the body ends with it).
+//! Streams do not stampede the pool when a ledger closes: the streams of one request at
+//! one data version share one query (`StreamPages`).
 
 use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{header, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt as _;
 use shared::horizon::{LinkBase, PaymentResource};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::app::AppState;
-use crate::params::{Cursor, Order, PageRequest, MAX_LIMIT};
+use crate::params::{after_ledger, Cursor, Order, PageRequest, MAX_LIMIT};
 use crate::policy::Class;
 use crate::problem::Problem;
-use crate::sources::is_source_failure;
-use crate::store::{self, PageResult};
+use crate::sources::ReadFailure;
+use crate::state::AppState;
+use crate::store::{self, PageResult, StoreError};
+
+/// Pages read for streams, shared by every stream at the same (source, tip,
+/// generation, request): concurrent readers of one key wait for one query.
+pub type StreamPages = moka::future::Cache<String, Arc<PageResult>>;
+
+/// The shared page cache for streams: a few thousand entries, short-lived (a page is
+/// only wanted while streams catch up on one tip).
+pub fn new_stream_pages() -> StreamPages {
+    moka::future::Cache::builder()
+        .max_capacity(4_096)
+        .time_to_live(Duration::from_secs(30))
+        .build()
+}
+
+/// A query failure shared by every stream that waited on it.
+struct SharedFailure(Arc<StoreError>);
+
+impl ReadFailure for SharedFailure {
+    fn database(&self) -> Option<&sqlx::Error> {
+        self.0.database()
+    }
+
+    fn into_problem(self) -> Problem {
+        match Arc::try_unwrap(self.0) {
+            Ok(error) => error.into_problem(),
+            Err(shared) => match shared.database() {
+                Some(e) if crate::sources::is_timeout(e) => {
+                    Problem::timeout("The query took longer than the statement timeout.")
+                }
+                _ => {
+                    tracing::error!(error = %shared, "stream query failed");
+                    Problem::internal()
+                }
+            },
+        }
+    }
+}
 
 /// Opens a stream for `request` (its order is ascending whatever was asked).
 pub async fn open(state: AppState, mut request: PageRequest, base: LinkBase) -> Response {
@@ -34,7 +77,7 @@ pub async fn open(state: AppState, mut request: PageRequest, base: LinkBase) -> 
         Cursor::Start => -1,
         Cursor::Now => match state.sources.choose(&[]) {
             // The last id the tip ledger could hold.
-            Ok(chosen) => ((i64::from(chosen.view.tip) + 1) << 32) - 1,
+            Ok(chosen) => after_ledger(chosen.view.tip),
             Err(problem) => return problem.into_response(),
         },
     };
@@ -47,8 +90,12 @@ pub async fn open(state: AppState, mut request: PageRequest, base: LinkBase) -> 
         .current()
         .value(route, Class::Stream)
         .to_owned();
+    let shutdown = state.shutdown.clone();
     tokio::spawn(run(state, request, base, start, tx, permit));
-    let mut response = Sse::new(ReceiverStream::new(rx))
+    // The body ends at shutdown even when its client stopped reading (the sender
+    // may be blocked on a full channel; the connection must not outlive the pod).
+    let events = ReceiverStream::new(rx).take_until(shutdown.cancelled_owned());
+    let mut response = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response();
     let headers = response.headers_mut();
@@ -86,40 +133,63 @@ async fn run(
             Cursor::After(after)
         };
         let mut wait = true;
-        if let Ok(chosen) = state.sources.choose(&[]) {
-            match store::page(&chosen.source.pool, &request, chosen.view.tip).await {
-                Ok(PageResult::Records(records)) => {
-                    wait = records.len() < request.limit as usize;
-                    for record in &records {
-                        let resource =
-                            PaymentResource::new(record, &base, request.join_transactions);
-                        let Ok(json) = serde_json::to_string(&resource) else {
-                            break 'outer;
-                        };
-                        let event = Event::default().id(record.id.to_string()).data(json);
-                        if tx.send(Ok(event)).await.is_err() {
-                            break 'outer;
-                        }
-                        after = record.id.to_i64();
+        let request_at = &request;
+        let state_at = &state;
+        let read = state
+            .sources
+            .read(|chosen| async move {
+                // Every stream of this request at this source's data version shares one
+                // query: a new ledger costs one query per page per pod, not one per stream.
+                let view = chosen.view;
+                let key = format!(
+                    "{}|{}.{}|{}",
+                    chosen.source.name,
+                    view.tip,
+                    view.generation,
+                    request_at.normalized()
+                );
+                state_at
+                    .stream_pages
+                    .try_get_with(key, async {
+                        state_at.db_queries.fetch_add(1, Ordering::Relaxed);
+                        store::page(&chosen.source.pool, request_at, view.tip)
+                            .await
+                            .map(Arc::new)
+                    })
+                    .await
+                    .map_err(SharedFailure)
+            })
+            .await;
+        match read.as_deref() {
+            Ok(PageResult::Records(records)) => {
+                wait = records.len() < request.limit as usize;
+                for record in records {
+                    let resource = PaymentResource::new(record, &base, request.join_transactions);
+                    let Ok(json) = serde_json::to_string(&resource) else {
+                        break 'outer;
+                    };
+                    let event = Event::default().id(record.id.to_string()).data(json);
+                    // A stalled client must not hold the stream past shutdown.
+                    let sent = tokio::select! {
+                        sent = tx.send(Ok(event)) => sent.is_ok(),
+                        _ = state.shutdown.cancelled() => false,
+                    };
+                    if !sent {
+                        break 'outer;
                     }
-                    metrics::counter!("reader_stream_records_total")
-                        .increment(records.len() as u64);
+                    after = record.id.to_i64();
                 }
-                Ok(PageResult::Missing(_)) => {}
-                Err(e) => {
-                    if let store::StoreError::Database(db) = &e {
-                        if is_source_failure(db) {
-                            chosen.source.failed(db);
-                        }
-                    }
-                    tracing::warn!(error = %e, "stream query failed; retrying");
-                    tokio::select! {
-                        _ = state.shutdown.cancelled() => break,
-                        _ = tx.closed() => break,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                    continue;
+                metrics::counter!("reader_stream_records_total").increment(records.len() as u64);
+            }
+            Ok(PageResult::Missing(_)) => {}
+            Err(problem) => {
+                tracing::warn!(error = %problem, "stream query failed; retrying");
+                tokio::select! {
+                    _ = state.shutdown.cancelled() => break,
+                    _ = tx.closed() => break,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
+                continue;
             }
         }
         if wait {

@@ -381,11 +381,12 @@ impl<'a> TransactionResource<'a> {
     }
 }
 
+/// Only links to routes the reader serves (no `ledger`: ledgers are not a resource of
+/// this API; the `ledger` field carries the sequence).
 #[derive(Serialize)]
 struct TransactionLinks {
     #[serde(rename = "self")]
     own: Link,
-    ledger: Link,
     payments: Link,
 }
 
@@ -415,7 +416,6 @@ impl Serialize for TransactionResource<'_> {
             "_links",
             &TransactionLinks {
                 own: self.links.link(format_args!("/transactions/{hash}")),
-                ledger: self.links.link(format_args!("/ledgers/{}", tx.ledger_seq)),
                 payments: self
                     .links
                     .link(format_args!("/transactions/{hash}/payments")),

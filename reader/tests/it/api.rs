@@ -330,6 +330,9 @@ async fn bad_input_is_a_problem_document_never_a_5xx() {
         ("/accounts/SBLT4I2Y7ZDNWC6JQD5PMOBZQRZ2RMEL5S5RRO6Q4YVWDBSBKY6L2DEH/payments".into(), 400, "account_id"),
         (format!("/accounts/{}/payments", g.to_lowercase()), 400, "account_id"),
         (format!("/accounts/{g}X/payments"), 400, "account_id"),
+        ("/accounts/%ff%fe/payments".into(), 400, "account_id"),
+        ("/ledgers/%ff/payments".into(), 400, "sequence"),
+        ("/transactions/%c3%28/payments".into(), 400, "hash"),
         ("/ledgers/abc/payments".into(), 400, "sequence"),
         ("/ledgers/0/payments".into(), 400, "sequence"),
         ("/ledgers/-5/payments".into(), 400, "sequence"),
@@ -399,7 +402,14 @@ async fn bad_input_is_a_problem_document_never_a_5xx() {
             assert_eq!(doc["extras"]["invalid_field"], field, "{path}: {doc}");
         }
     }
-    // Not a GET route.
+    // What the HTTP layer refuses is a problem document too: a method the route does
+    // not answer, an over-long URI, over-large headers, a request body.
+    let problem = |r: &reqwest::Response| {
+        r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
     let r = reader
         .client
         .post(format!("{}/payments", reader.base))
@@ -407,6 +417,275 @@ async fn bad_input_is_a_problem_document_never_a_5xx() {
         .await
         .expect("request");
     assert_eq!(r.status(), 405);
+    assert_eq!(problem(&r).as_deref(), Some("application/problem+json"));
+    assert!(r.headers().contains_key("allow"));
+    let long = format!("/payments?limit=5&pad={}", "x".repeat(9_000));
+    let r = reader.get(&long).await;
+    assert_eq!(r.status(), 414);
+    assert_eq!(problem(&r).as_deref(), Some("application/problem+json"));
+    let big = "y".repeat(4_000);
+    let many: Vec<(String, &str)> = (0..10)
+        .map(|i| (format!("x-pad-{i}"), big.as_str()))
+        .collect();
+    let mut request = reader.client.get(format!("{}/payments", reader.base));
+    for (k, v) in &many {
+        request = request.header(k.as_str(), *v);
+    }
+    let r = request.send().await.expect("request");
+    assert_eq!(r.status(), 431);
+    assert_eq!(problem(&r).as_deref(), Some("application/problem+json"));
+    let r = reader
+        .client
+        .get(format!("{}/payments", reader.base))
+        .body(vec![b'z'; 100_000])
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 413);
+    assert_eq!(problem(&r).as_deref(), Some("application/problem+json"));
+    let doc: Value = r.json().await.expect("problem json");
+    assert_eq!(doc["status"], 413);
+    reader.stop().await;
+    world.stop().await;
+}
+
+/// Every `href` in a document (pages, records, embedded transactions), with the JSON
+/// path it was found at; templated links are left out.
+fn hrefs(doc: &Value, at: &str, out: &mut Vec<(String, String)>) {
+    match doc {
+        Value::Object(map) => {
+            if let (Some(Value::String(href)), false) = (
+                map.get("href"),
+                map.get("templated").and_then(Value::as_bool) == Some(true),
+            ) {
+                out.push((at.to_owned(), href.clone()));
+            }
+            for (k, v) in map {
+                hrefs(v, &format!("{at}.{k}"), out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                hrefs(v, &format!("{at}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_link_resolves_and_single_resources_are_served() {
+    let world = World::start(6, false).await;
+    world.wait_replica();
+    let reader = TestReader::over(&world, &[]).await;
+    let tip = world.latest();
+    let all = world.records_through(tip);
+    let fee_bump = all
+        .iter()
+        .find(|r| r.transaction.inner_hash.is_some() && r.transaction.fee_source.is_some());
+
+    // Follow every link of pages (with embedded transactions) and of what they link to.
+    let mut seen: BTreeSet<String> = BTreeSet::new();
+    let mut queue: Vec<String> = vec![
+        format!("{}/", reader.base),
+        format!(
+            "{}/payments?limit=50&join=transactions&include_failed=true",
+            reader.base
+        ),
+        format!("{}/payments?limit=7&order=desc", reader.base),
+        format!("{}/ledgers/{}/payments?limit=3", reader.base, FIRST + 1),
+    ];
+    if let Some(r) = fee_bump {
+        queue.push(format!(
+            "{}/transactions/{}/payments?join=transactions",
+            reader.base,
+            hex::encode(r.transaction.inner_hash.expect("inner"))
+        ));
+    }
+    let mut followed = 0;
+    while let Some(url) = queue.pop() {
+        if !seen.insert(url.clone()) || followed > 400 {
+            continue;
+        }
+        followed += 1;
+        let r = reader.client.get(&url).send().await.expect("request");
+        assert_eq!(r.status(), 200, "GET {url}");
+        let doc: Value = r.json().await.expect("json");
+        let mut found = Vec::new();
+        hrefs(&doc, "$", &mut found);
+        for (at, href) in found {
+            assert!(href.starts_with(&reader.base), "{at} of {url}: {href}");
+            queue.push(href);
+        }
+    }
+    assert!(followed > 50, "followed {followed} links");
+
+    // One operation: the record a page embeds, with an immutable ETag and 304s.
+    let page = reader.json("/payments?limit=20&include_failed=true").await;
+    for record in page["_embedded"]["records"].as_array().expect("records") {
+        let id = record["id"].as_str().expect("id");
+        let r = reader.get(&format!("/operations/{id}")).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.headers()
+                .get("cache-control")
+                .and_then(|v| v.to_str().ok()),
+            Some("public, max-age=31536000, immutable")
+        );
+        let tag = r.headers()["etag"].to_str().expect("etag").to_owned();
+        assert_eq!(r.json::<Value>().await.expect("json"), *record);
+        let again = reader
+            .get_with(&format!("/operations/{id}"), &[("if-none-match", &tag)])
+            .await;
+        assert_eq!(again.status(), 304);
+    }
+    // One transaction: what join=transactions embeds.
+    let joined = reader.json("/payments?limit=20&join=transactions").await;
+    for record in joined["_embedded"]["records"].as_array().expect("records") {
+        let hash = record["transaction_hash"].as_str().expect("hash");
+        let r = reader.get(&format!("/transactions/{hash}")).await;
+        assert_eq!(r.status(), 200);
+        assert!(r.headers().contains_key("etag"));
+        assert_eq!(
+            r.json::<Value>().await.expect("json"),
+            record["transaction"]
+        );
+    }
+    if let Some(r) = fee_bump {
+        let inner = hex::encode(r.transaction.inner_hash.expect("inner"));
+        let by_inner = reader.json(&format!("/transactions/{inner}")).await;
+        assert_eq!(by_inner, transaction_json(&r.transaction, &reader.links()));
+    }
+    // Unknown or not a payment: 404 problem documents, also with If-None-Match: *.
+    let not_payment = (i64::from(FIRST + 1) << 32) | (1 << 12) | 4095;
+    for path in [
+        format!("/operations/{not_payment}"),
+        format!("/operations/{}", i64::from(tip + 5) << 32 | 1 << 12 | 1),
+        format!("/transactions/{}", "ab".repeat(32)),
+        "/ledgers/5/payments".to_owned(),
+        format!("/ledgers/{}/payments", tip + 100),
+        format!("/transactions/{}/payments", "ab".repeat(32)),
+    ] {
+        for headers in [vec![], vec![("if-none-match", "*")]] {
+            let r = reader.get_with(&path, &headers).await;
+            assert_eq!(r.status(), 404, "{path} {headers:?}");
+            assert_eq!(
+                r.headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok()),
+                Some("application/problem+json")
+            );
+        }
+    }
+    // `*` on what exists is 304.
+    let r = reader
+        .get_with(
+            &format!("/ledgers/{}/payments", FIRST + 1),
+            &[("if-none-match", "*")],
+        )
+        .await;
+    assert_eq!(r.status(), 304);
+    for bad in [
+        "/operations/abc",
+        "/operations/-3",
+        "/operations/0",
+        "/transactions/xyz",
+    ] {
+        assert_eq!(reader.get(bad).await.status(), 400, "{bad}");
+    }
+    reader.stop().await;
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursor_now_resolves_and_a_polling_loop_loses_nothing() {
+    let world = World::start(8, false).await;
+    world.wait_replica();
+    let reader = TestReader::over(&world, &[]).await;
+    let start_tip = world.latest();
+
+    // An SDK's `payments().cursor("now").call()`: an empty page whose links carry a
+    // concrete position.
+    let page = reader.json("/payments?cursor=now&limit=200").await;
+    assert_eq!(
+        page["_embedded"]["records"].as_array().map(Vec::len),
+        Some(0)
+    );
+    let mut next = page["_links"]["next"]["href"]
+        .as_str()
+        .expect("next")
+        .to_owned();
+    for link in ["self", "next", "prev"] {
+        let href = page["_links"][link]["href"].as_str().expect("href");
+        assert!(!href.contains("cursor=now"), "{link}: {href}");
+    }
+    let desc = reader.json("/payments?cursor=now&order=desc&limit=3").await;
+    assert!(!desc["_links"]["next"]["href"]
+        .as_str()
+        .expect("next")
+        .contains("now"));
+
+    // Then `.next()` in a loop while ledgers close: every record of the new ledgers.
+    let mut got: Vec<Value> = Vec::new();
+    for _ in 0..3 {
+        let tip = world.close_next().await;
+        world.wait_replica();
+        reader.wait_tip(tip).await;
+        loop {
+            let r = reader.client.get(&next).send().await.expect("request");
+            assert_eq!(r.status(), 200);
+            let page: Value = r.json().await.expect("json");
+            let records = page["_embedded"]["records"].as_array().expect("records");
+            next = page["_links"]["next"]["href"]
+                .as_str()
+                .expect("next")
+                .to_owned();
+            assert!(!next.contains("now"));
+            if records.is_empty() {
+                break;
+            }
+            got.extend(records.iter().cloned());
+        }
+    }
+    let want: Vec<Value> = world
+        .records_through(world.latest())
+        .into_iter()
+        .filter(|r| r.successful() && r.id.ledger_seq > start_tip)
+        .map(|r| payment_json(r, &reader.links(), false))
+        .collect();
+    assert!(!want.is_empty(), "the new ledgers hold payments");
+    assert_eq!(ids(&got), ids(&want));
+    assert_eq!(got, want);
+    reader.stop().await;
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn last_event_id_does_not_change_a_plain_page() {
+    let world = World::start(6, false).await;
+    world.wait_replica();
+    let reader = TestReader::over(&world, &[]).await;
+    let plain = reader.get("/payments?limit=20").await;
+    let tag = plain.headers()["etag"].to_str().expect("etag").to_owned();
+    let vary = plain.headers()["vary"].to_str().expect("vary").to_owned();
+    let body: Value = plain.json().await.expect("json");
+    let records = body["_embedded"]["records"].as_array().expect("records");
+    assert!(records.len() >= 2, "{body}");
+    let fifth = records[records.len() / 2]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // A shared cache stores this under the plain URL: the header must not change it.
+    let with_header = reader
+        .get_with("/payments?limit=20", &[("last-event-id", &fifth)])
+        .await;
+    assert_eq!(with_header.status(), 200);
+    assert_eq!(
+        with_header.headers()["etag"].to_str().ok(),
+        Some(tag.as_str())
+    );
+    assert!(!vary.to_ascii_lowercase().contains("last-event-id"));
+    assert_eq!(with_header.json::<Value>().await.expect("json"), body);
     reader.stop().await;
     world.stop().await;
 }

@@ -29,7 +29,10 @@ async fn cache_etags_and_cache_control() {
     let etag = header(&first, "etag").expect("etag");
     let cache_control = header(&first, "cache-control").expect("cache-control");
     assert_eq!(cache_control, "public, max-age=5, stale-while-revalidate=5");
-    assert_eq!(header(&first, "vary").as_deref(), Some("Accept"));
+    assert_eq!(
+        header(&first, "vary").as_deref(),
+        Some("Accept, Accept-Encoding")
+    );
     assert_eq!(
         header(&first, "content-type").as_deref(),
         Some("application/hal+json; charset=utf-8")
@@ -220,6 +223,128 @@ async fn cache_control_policy_is_hot_reloaded() {
     std::fs::write(&policy, "this is not toml [[[").expect("write policy");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(get_head().await.as_deref(), Some("public, max-age=2"));
+    reader.stop().await;
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn immutable_only_over_complete_history() {
+    let world = World::start(8, false).await;
+    world.wait_replica();
+    let reader = TestReader::over(&world, &[]).await;
+    let record = world.ledgers[4]
+        .payments
+        .first()
+        .expect("a payment in the fifth ledger");
+    let path = format!(
+        "/payments?include_failed=true&limit=1&cursor={}",
+        record.id.to_i64() - 1
+    );
+    let immutable = Some("public, max-age=31536000, immutable".to_owned());
+    let r = reader.get(&path).await;
+    assert_eq!(header(&r, "cache-control"), immutable, "complete history");
+
+    // A ledger before the page goes missing (a gap a backfill could still fill), and a
+    // backfill range lands elsewhere (a new generation).
+    let port = world.pg.primary_port();
+    crate::support::blocking(|| {
+        world.pg.psql(
+            port,
+            "payments",
+            &format!(
+                "DELETE FROM ledgers WHERE sequence = {}; \
+                 INSERT INTO backfill_ranges (start_ledger, end_ledger) VALUES (1, 1)",
+                crate::support::FIRST + 1
+            ),
+        )
+    })
+    .expect("gap");
+    world.wait_replica();
+    let mut seen = None;
+    for _ in 0..200 {
+        let r = reader.get(&path).await;
+        assert_eq!(r.status(), 200);
+        seen = header(&r, "cache-control");
+        if seen != immutable {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        seen.as_deref(),
+        Some("public, max-age=5, stale-while-revalidate=5"),
+        "a page after a gap revalidates"
+    );
+    reader.stop().await;
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_per_accept_encoding_with_their_own_etags() {
+    use std::io::Read as _;
+
+    let world = World::start(6, false).await;
+    world.wait_replica();
+    let reader = TestReader::over(&world, &[]).await;
+    let path = "/payments?limit=200&include_failed=true&join=transactions";
+    let plain = reader.get(path).await;
+    let tag = header(&plain, "etag").expect("etag");
+    assert_eq!(header(&plain, "content-encoding"), None);
+    let body = plain.bytes().await.expect("body");
+    let reads = reader.db_queries();
+    let mut tags = vec![tag.clone()];
+    for (coding, accept) in [("gzip", "gzip, deflate, br"), ("zstd", "br, gzip, zstd")] {
+        let r = reader.get_with(path, &[("accept-encoding", accept)]).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "content-encoding").as_deref(), Some(coding));
+        assert_eq!(
+            header(&r, "vary").as_deref(),
+            Some("Accept, Accept-Encoding")
+        );
+        let coded_tag = header(&r, "etag").expect("etag");
+        assert!(coded_tag.ends_with(&format!("-{coding}\"")), "{coded_tag}");
+        assert!(!tags.contains(&coded_tag));
+        tags.push(coded_tag.clone());
+        let compressed = r.bytes().await.expect("body");
+        assert!(
+            compressed.len() * 3 < body.len(),
+            "{coding}: {} of {}",
+            compressed.len(),
+            body.len()
+        );
+        let mut decoded = Vec::new();
+        match coding {
+            "gzip" => {
+                flate2::read::GzDecoder::new(&compressed[..])
+                    .read_to_end(&mut decoded)
+                    .expect("gunzip");
+            }
+            _ => decoded = zstd::decode_all(&compressed[..]).expect("unzstd"),
+        }
+        assert_eq!(decoded, body.to_vec(), "{coding} decodes to the same page");
+        // Served again from the cached compressed body: the same bytes.
+        let again = reader.get_with(path, &[("accept-encoding", accept)]).await;
+        assert_eq!(again.bytes().await.expect("body"), compressed);
+        // The encoded tag revalidates.
+        let r = reader
+            .get_with(
+                path,
+                &[("accept-encoding", accept), ("if-none-match", &coded_tag)],
+            )
+            .await;
+        assert_eq!(r.status(), 304);
+        assert_eq!(header(&r, "etag").as_deref(), Some(coded_tag.as_str()));
+    }
+    assert_eq!(
+        reader.db_queries(),
+        reads,
+        "every encoding came from the cache"
+    );
+    let r = reader
+        .get_with(path, &[("accept-encoding", "gzip;q=0, identity")])
+        .await;
+    assert_eq!(header(&r, "content-encoding"), None);
+    assert_eq!(header(&r, "etag"), Some(tag));
     reader.stop().await;
     world.stop().await;
 }

@@ -88,7 +88,121 @@ async fn health_metrics_and_openapi() {
             .any(|p| p["name"] == "direction")
     );
     assert!(doc["components"]["schemas"]["ProblemDocument"].is_object());
+    for route in ["/operations/{id}", "/transactions/{hash}"] {
+        for status in ["200", "304", "400", "404"] {
+            assert!(
+                doc["paths"][route]["get"]["responses"][status].is_object(),
+                "{route} documents {status}"
+            );
+        }
+    }
+
+    // Browsers: any origin by default, preflights answered, headers readable, on
+    // pages, problems and streams alike.
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase)
+    };
+    let origin = [("origin", "https://wallet.test")];
+    for path in [
+        "/payments?limit=2",
+        "/payments?limit=0",
+        "/ledgers/5/payments",
+    ] {
+        let r = reader.get_with(path, &origin).await;
+        assert_eq!(
+            header(&r, "access-control-allow-origin").as_deref(),
+            Some("*"),
+            "{path}"
+        );
+        let exposed = header(&r, "access-control-expose-headers").unwrap_or_default();
+        for name in [
+            "latest-ledger",
+            "etag",
+            "ratelimit",
+            "ratelimit-policy",
+            "retry-after",
+        ] {
+            assert!(exposed.contains(name), "{path} exposes {name}: {exposed}");
+        }
+    }
+    let preflight = reader
+        .client
+        .request(
+            reqwest::Method::OPTIONS,
+            format!(
+                "{}/accounts/GAHK7EEG2WWHVKDNT4CEQFZGKF2LGDSW2IVM4S5DP42RBW3K6BTODB4A/payments",
+                reader.base
+            ),
+        )
+        .header("origin", "https://wallet.test")
+        .header("access-control-request-method", "GET")
+        .header(
+            "access-control-request-headers",
+            "if-none-match, last-event-id",
+        )
+        .send()
+        .await
+        .expect("preflight");
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(
+        header(&preflight, "access-control-allow-origin").as_deref(),
+        Some("*")
+    );
+    assert!(header(&preflight, "access-control-allow-methods")
+        .unwrap_or_default()
+        .contains("get"));
+    let allowed = header(&preflight, "access-control-allow-headers").unwrap_or_default();
+    assert!(
+        allowed.contains("if-none-match") && allowed.contains("last-event-id"),
+        "{allowed}"
+    );
+    let stream = reader
+        .client
+        .get(format!("{}/payments?cursor=now", reader.base))
+        .header("origin", "https://wallet.test")
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(stream.status(), 200);
+    assert_eq!(
+        header(&stream, "access-control-allow-origin").as_deref(),
+        Some("*")
+    );
+    drop(stream);
     reader.stop().await;
+
+    // A configured list of origins: only those.
+    let replica = world.pg.replica_url().expect("replica");
+    let listed = TestReader::start(reader_args(&[
+        "--replica-url",
+        &replica,
+        "--cors-allow-origin",
+        "https://wallet.test,https://explorer.test",
+    ]))
+    .await;
+    listed.wait_tip(world.latest()).await;
+    let r = listed.get_with("/payments?limit=1", &origin).await;
+    assert_eq!(
+        header(&r, "access-control-allow-origin").as_deref(),
+        Some("https://wallet.test")
+    );
+    let vary: Vec<String> = r
+        .headers()
+        .get_all("vary")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    assert!(vary.iter().any(|v| v.contains("origin")), "{vary:?}");
+    let r = listed
+        .get_with("/payments?limit=1", &[("origin", "https://evil.test")])
+        .await;
+    assert_eq!(header(&r, "access-control-allow-origin"), None);
+    listed.stop().await;
     world.stop().await;
 }
 
@@ -128,6 +242,10 @@ async fn saturation_and_statement_timeouts_are_problems() {
         doc["type"],
         "https://stellar.org/horizon-errors/service_unavailable"
     );
+    // The limit is one for the process, not one per route.
+    for other in ["/constant", "/ledgers/1000001/payments", "/"] {
+        assert_eq!(reader.get(other).await.status(), 503, "{other}");
+    }
     // The blocked query hits the statement timeout: 504, a problem document.
     let timed_out = blocked.await.expect("task");
     assert_eq!(timed_out.status(), 504);

@@ -223,3 +223,76 @@ async fn account_streams_list_only_the_account() {
     reader.stop().await;
     world.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_does_not_wait_for_a_client_that_stopped_reading() {
+    use tokio::io::AsyncWriteExt;
+
+    let world = World::start(12, false).await;
+    world.wait_replica();
+    let reader = TestReader::over(&world, &["--shutdown-grace-ms", "2000"]).await;
+    let address = reader.running.as_ref().expect("running").address;
+    // A client with a tiny receive window that asks for every record with its
+    // transaction, then never reads.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(2048).expect("rcvbuf");
+    let mut stalled = socket.connect(address).await.expect("connect");
+    stalled
+        .write_all(
+            b"GET /payments?include_failed=true&join=transactions HTTP/1.1\r\n\
+              Host: reader.test\r\nAccept: text/event-stream\r\n\r\n",
+        )
+        .await
+        .expect("request");
+    // Let the stream fill every buffer on the way.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(30), reader.stop()).await;
+    assert!(
+        stopped.is_ok(),
+        "shutdown waited on a stalled stream client"
+    );
+    drop(stalled);
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_share_one_query_per_new_ledger() {
+    let world = World::start(8, false).await;
+    world.wait_replica();
+    let reader = TestReader::over(&world, &[]).await;
+    let streams = 5;
+    let mut open_streams = Vec::new();
+    for _ in 0..streams {
+        let mut events = Events::new(open(&reader, "/payments?cursor=now", &[]).await);
+        let first = events.next().await.expect("open event");
+        assert_eq!(first.event.as_deref(), Some("open"));
+        open_streams.push(events);
+    }
+    // Let every stream make its first (empty) read at this tip.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = reader.db_queries();
+    let tip = world.close_next().await;
+    world.wait_replica();
+    let want: Vec<String> = world.ledgers[(tip - crate::support::FIRST) as usize]
+        .payments
+        .iter()
+        .filter(|p| p.successful())
+        .map(|p| p.id.to_string())
+        .collect();
+    assert!(!want.is_empty(), "the new ledger holds payments");
+    for events in &mut open_streams {
+        let got = events.records(want.len()).await;
+        assert_eq!(ids(&got), want);
+    }
+    let queries = reader.db_queries() - before;
+    // One query per page of the new ledger (and perhaps one more after it), for all
+    // the streams together; one per stream would be `streams` times that.
+    let pages = (want.len() as u64 / 200) + 1;
+    assert!(
+        queries <= pages + 1,
+        "{queries} queries for {streams} streams over {pages} page(s)"
+    );
+    drop(open_streams);
+    reader.stop().await;
+    world.stop().await;
+}

@@ -227,7 +227,7 @@ impl TestReader {
         LinkBase(self.base.clone())
     }
 
-    pub fn state(&self) -> &reader::app::AppState {
+    pub fn state(&self) -> &reader::state::AppState {
         &self.running.as_ref().expect("running").state
     }
 

@@ -1,0 +1,299 @@
+//! The API's handlers, one module per resource, and what they share: extractors whose
+//! rejections are problem documents, the link base, and the response of a rendered
+//! (cacheable) resource with its validators and Cache-Control.
+//!
+//! What must hold: every handler returns `Result<Response, Problem>`, so every error a
+//! client sees is `application/problem+json`; a cacheable body depends on no request
+//! header that `Vary` does not name.
+
+pub mod meta;
+pub mod operations;
+pub mod payments;
+pub mod transactions;
+
+use axum::extract::{FromRequestParts, Path, Query};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use shared::horizon::LinkBase;
+
+use crate::cache::{Encoding, Rendered};
+use crate::policy::Class;
+use crate::problem::Problem;
+use crate::state::{AppState, LATEST_LEDGER};
+
+/// The media type of every rendered resource.
+pub const HAL_JSON: &str = "application/hal+json; charset=utf-8";
+
+/// One path parameter as text; a segment that is not UTF-8 (or is missing) is a 400
+/// problem document naming `field`'s route parameter.
+#[derive(Debug)]
+pub struct PathParam(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathParam {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(Self(value)),
+            Err(rejection) => {
+                let field = parts
+                    .extensions
+                    .get::<axum::extract::MatchedPath>()
+                    .and_then(|p| {
+                        let p = p.as_str();
+                        let start = p.find('{')?;
+                        let end = p[start..].find('}')?;
+                        Some(p[start + 1..start + end].to_owned())
+                    })
+                    .unwrap_or_else(|| "path".to_owned());
+                Err(Problem::invalid_field(
+                    &field,
+                    format!("unreadable path parameter: {}", rejection.body_text()),
+                ))
+            }
+        }
+    }
+}
+
+/// The query string as ordered pairs; an undecodable one is a 400 problem document.
+#[derive(Debug)]
+pub struct QueryPairs(pub Vec<(String, String)>);
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| Self(q))
+            .map_err(|e| {
+                Problem::invalid_field(
+                    "query",
+                    format!("unreadable query string: {}", e.body_text()),
+                )
+            })
+    }
+}
+
+/// Where `_links` point: the configured public URL, else the request's Host (checked
+/// to be a plain host name) and `X-Forwarded-Proto`.
+pub fn link_base(state: &AppState, headers: &HeaderMap) -> LinkBase {
+    if let Some(url) = &state.settings.public_url {
+        return LinkBase(url.clone());
+    }
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| {
+            h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        });
+    let proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|h| h.to_str().ok())
+        .filter(|p| *p == "https" || *p == "http")
+        .unwrap_or("http");
+    match host {
+        Some(host) => LinkBase(format!("{proto}://{host}")),
+        None => LinkBase(String::new()),
+    }
+}
+
+/// Whether the client asks for an event stream.
+pub fn wants_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|h| h.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"))
+}
+
+/// The `If-None-Match` header, when present and readable.
+pub fn condition(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// Which cache path answered (a response extension, for metrics and tests).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheOutcome {
+    /// Served from the response cache.
+    Hit,
+    /// Rendered from the database.
+    Miss,
+    /// 304 Not Modified.
+    NotModified,
+}
+
+impl CacheOutcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "hit",
+            Self::Miss => "miss",
+            Self::NotModified => "not_modified",
+        }
+    }
+}
+
+/// The `Accept-Encoding` coding to send.
+pub fn encoding(headers: &HeaderMap) -> Encoding {
+    Encoding::negotiate(
+        headers
+            .get(header::ACCEPT_ENCODING)
+            .and_then(|h| h.to_str().ok()),
+    )
+}
+
+/// The response for a rendered resource of `route`: the body in `encoding` (or 304
+/// when `not_modified`), the ETag of that encoding, Cache-Control for its class,
+/// `Vary: Accept, Accept-Encoding` and `Latest-Ledger`.
+pub fn rendered_response(
+    state: &AppState,
+    route: &str,
+    rendered: &Rendered,
+    tip: u32,
+    not_modified: bool,
+    outcome: CacheOutcome,
+    encoding: Encoding,
+) -> Response {
+    let (mut response, outcome, encoding) = if not_modified {
+        (
+            StatusCode::NOT_MODIFIED.into_response(),
+            CacheOutcome::NotModified,
+            encoding,
+        )
+    } else {
+        let (body, used) = rendered.encoded(encoding);
+        let mut r = (StatusCode::OK, body).into_response();
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(HAL_JSON));
+        if let Some(token) = used.token() {
+            r.headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static(token));
+        }
+        (r, outcome, used)
+    };
+    metrics::counter!("reader_cache_total", "outcome" => outcome.as_str()).increment(1);
+    response.extensions_mut().insert(outcome);
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&rendered.etag_for(encoding)) {
+        headers.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(state.policy.current().value(route, rendered.class)) {
+        headers.insert(header::CACHE_CONTROL, v);
+    }
+    headers.insert(
+        header::VARY,
+        HeaderValue::from_static("Accept, Accept-Encoding"),
+    );
+    headers.insert(LATEST_LEDGER.clone(), HeaderValue::from(tip));
+    response
+}
+
+/// A 304 for `etag` of `class`.
+pub fn not_modified(
+    state: &AppState,
+    route: &str,
+    etag: String,
+    class: Class,
+    tip: u32,
+    encoding: Encoding,
+) -> Response {
+    let rendered = Rendered::new(bytes::Bytes::new(), etag, class);
+    rendered_response(
+        state,
+        route,
+        &rendered,
+        tip,
+        true,
+        CacheOutcome::NotModified,
+        encoding,
+    )
+}
+
+/// A problem that carries the tip it was decided at.
+pub fn missing_at(problem: Problem, tip: u32) -> Response {
+    let mut response = problem.into_response();
+    response
+        .headers_mut()
+        .insert(LATEST_LEDGER.clone(), HeaderValue::from(tip));
+    response
+}
+
+/// A resource that never changes once its ledger has closed (one operation, one
+/// transaction), at `path` of `route`: 304 for its tag before anything is read (never
+/// for `*`), else from the response cache, else read through `fetch` at the chosen
+/// source (None: a 404 from `missing`), rendered, cached and sent as immutable.
+pub async fn immutable_resource<F, Fut>(
+    state: &AppState,
+    route: &'static str,
+    path: &str,
+    headers: &HeaderMap,
+    missing: impl Fn() -> Problem,
+    fetch: F,
+) -> Result<Response, Problem>
+where
+    F: Fn(crate::sources::Chosen, LinkBase) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<Vec<u8>>, crate::store::StoreError>>,
+{
+    let base = link_base(state, headers);
+    let condition = condition(headers);
+    let encoding = encoding(headers);
+    let tag = crate::cache::etag('i', &[&base.0, path]);
+    let key = format!("fixed|{}|{path}", base.0);
+    let (tag, key, base, condition) = (&tag, &key, &base, condition.as_deref());
+    let missing = &missing;
+    let fetch = &fetch;
+    state
+        .sources
+        .read(|chosen| async move {
+            let tip = chosen.view.tip;
+            if condition.is_some_and(|c| crate::conditional::matches_before_reading(c, tag)) {
+                return Ok::<_, crate::store::StoreError>(not_modified(
+                    state,
+                    route,
+                    tag.clone(),
+                    Class::Immutable,
+                    tip,
+                    encoding,
+                ));
+            }
+            if let Some(hit) = state.cache.get(key).await {
+                let matched = condition.is_some_and(|c| crate::conditional::matches(c, &hit.etag));
+                return Ok(rendered_response(
+                    state,
+                    route,
+                    &hit,
+                    tip,
+                    matched,
+                    CacheOutcome::Hit,
+                    encoding,
+                ));
+            }
+            state
+                .db_queries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(body) = fetch(chosen, base.clone()).await? else {
+                return Ok(missing_at(missing(), tip));
+            };
+            let rendered = std::sync::Arc::new(Rendered::new(
+                bytes::Bytes::from(body),
+                tag.clone(),
+                Class::Immutable,
+            ));
+            state.cache.insert(key.clone(), rendered.clone()).await;
+            let matched = condition.is_some_and(|c| crate::conditional::matches(c, tag));
+            Ok(rendered_response(
+                state,
+                route,
+                &rendered,
+                tip,
+                matched,
+                CacheOutcome::Miss,
+                encoding,
+            ))
+        })
+        .await
+}

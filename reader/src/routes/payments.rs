@@ -1,0 +1,274 @@
+//! The payments routes (`/payments`, `/accounts/{account_id}/payments`,
+//! `/ledgers/{sequence}/payments`, `/transactions/{hash}/payments`): one page from a
+//! conditional match, the response cache or the database, or an event stream with
+//! `Accept: text/event-stream`.
+//!
+//! What must hold: `Last-Event-ID` is read only for event streams (it would otherwise
+//! change a shared-cacheable body that `Vary` does not name); `cursor=now` is resolved
+//! to a concrete position at the chosen source's tip before any link is built, so `next`
+//! never re-anchors at the tip; `If-None-Match: *` never answers 304 for a ledger or
+//! transaction that does not exist.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use bytes::Bytes;
+use shared::horizon::LinkBase;
+
+use super::{
+    condition, encoding, link_base, missing_at, not_modified, rendered_response,
+    wants_event_stream, CacheOutcome, PathParam, QueryPairs,
+};
+use crate::cache::{Encoding, Rendered};
+use crate::conditional::{self, PageFacts, TagInputs};
+use crate::params::{self, PageRequest, Scope};
+use crate::policy::Class;
+use crate::problem::Problem;
+use crate::sources::Chosen;
+use crate::state::AppState;
+use crate::store::{self, PageResult, StoreError};
+use crate::stream;
+
+/// GET /payments
+#[utoipa::path(get, path = "/payments", tag = "payments",
+    params(crate::openapi::PageParams),
+    responses(
+        (status = 200, description = "A page of payments (or an event stream with Accept: text/event-stream)", body = crate::openapi::PaymentsPage, content_type = "application/hal+json"),
+        (status = 304, description = "Not modified (If-None-Match)"),
+        (status = 400, description = "Invalid parameter", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "Stale history, no source, saturated or too many streams", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 504, description = "Statement timeout", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+    ))]
+pub async fn all_payments(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    QueryPairs(query): QueryPairs,
+) -> Result<Response, Problem> {
+    payments(state, Scope::All, &query, &headers).await
+}
+
+/// GET /accounts/{account_id}/payments
+#[utoipa::path(get, path = "/accounts/{account_id}/payments", tag = "payments",
+    params(("account_id" = String, Path, description = "A G... account or a C... contract"), crate::openapi::AccountPageParams),
+    responses(
+        (status = 200, description = "A page of the account's payments", body = crate::openapi::PaymentsPage, content_type = "application/hal+json"),
+        (status = 304, description = "Not modified: the account has no new payments"),
+        (status = 400, description = "Invalid account id or parameter", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "Stale history or no source", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+    ))]
+pub async fn account_payments(
+    State(state): State<AppState>,
+    PathParam(account): PathParam,
+    headers: HeaderMap,
+    QueryPairs(query): QueryPairs,
+) -> Result<Response, Problem> {
+    let scope = Scope::Account(params::parse_account(&account)?);
+    payments(state, scope, &query, &headers).await
+}
+
+/// GET /ledgers/{sequence}/payments
+#[utoipa::path(get, path = "/ledgers/{sequence}/payments", tag = "payments",
+    params(("sequence" = u32, Path, description = "Ledger sequence"), crate::openapi::PageParams),
+    responses(
+        (status = 200, description = "The ledger's payments", body = crate::openapi::PaymentsPage, content_type = "application/hal+json"),
+        (status = 304, description = "Not modified"),
+        (status = 400, description = "Invalid sequence or parameter", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown ledger", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "Stale history or no source", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+    ))]
+pub async fn ledger_payments(
+    State(state): State<AppState>,
+    PathParam(sequence): PathParam,
+    headers: HeaderMap,
+    QueryPairs(query): QueryPairs,
+) -> Result<Response, Problem> {
+    let scope = Scope::Ledger(params::parse_ledger(&sequence)?);
+    payments(state, scope, &query, &headers).await
+}
+
+/// GET /transactions/{hash}/payments
+#[utoipa::path(get, path = "/transactions/{hash}/payments", tag = "payments",
+    params(("hash" = String, Path, description = "Transaction hash, 64 hex digits: a fee bump's own or that of the transaction it wraps"), crate::openapi::PageParams),
+    responses(
+        (status = 200, description = "The transaction's payments (failed ones included)", body = crate::openapi::PaymentsPage, content_type = "application/hal+json"),
+        (status = 304, description = "Not modified"),
+        (status = 400, description = "Invalid hash or parameter", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown transaction", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+        (status = 503, description = "Stale history or no source", body = crate::problem::ProblemDocument, content_type = "application/problem+json"),
+    ))]
+pub async fn transaction_payments(
+    State(state): State<AppState>,
+    PathParam(hash): PathParam,
+    headers: HeaderMap,
+    QueryPairs(query): QueryPairs,
+) -> Result<Response, Problem> {
+    let scope = Scope::Transaction(params::parse_hash(&hash.to_ascii_lowercase())?);
+    payments(state, scope, &query, &headers).await
+}
+
+async fn payments(
+    state: AppState,
+    scope: Scope,
+    query: &[(String, String)],
+    headers: &HeaderMap,
+) -> Result<Response, Problem> {
+    let streaming = wants_event_stream(headers);
+    // The reconnection header of event streams; a plain GET ignores it, as Horizon does.
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|h| h.to_str().ok())
+        .filter(|_| streaming);
+    let request = PageRequest::parse(scope, query, last_event_id)?;
+    let base = link_base(&state, headers);
+    if streaming {
+        return Ok(stream::open(state, request, base).await);
+    }
+    let condition = condition(headers);
+    let encoding = encoding(headers);
+    let (state, request, base, condition) = (&state, &request, &base, condition.as_deref());
+    state
+        .sources
+        .read(|chosen| page_at(state, chosen, request, base, condition, encoding))
+        .await
+}
+
+/// One page at the chosen source: from a conditional match, from the cache, or from
+/// the database.
+async fn page_at(
+    state: &AppState,
+    chosen: Chosen,
+    request: &PageRequest,
+    base: &LinkBase,
+    condition: Option<&str>,
+    encoding: Encoding,
+) -> Result<Response, StoreError> {
+    let view = chosen.view;
+    let tip = view.tip;
+    let mut request = request.clone();
+    request.resolve_now(tip);
+    let request = &request;
+    let route = request.scope.route();
+    let normalized = request.normalized();
+    let inputs = TagInputs {
+        base: &base.0,
+        normalized: &normalized,
+        generation: view.generation,
+        tip,
+    };
+    // A closed ledger's and a transaction's payments never change: neither their key
+    // nor their tag depends on the tip.
+    let fixed = conditional::fixed_scope(&request.scope, tip);
+    if let Some(condition) = condition {
+        let tag = conditional::immutable_tag(&inputs, fixed);
+        if conditional::matches_before_reading(condition, &tag) {
+            // Only ever issued for a page that cannot change.
+            return Ok(not_modified(
+                state,
+                route,
+                tag,
+                Class::Immutable,
+                tip,
+                encoding,
+            ));
+        }
+    }
+    let key = if fixed {
+        format!("fixed|{}|{normalized}", base.0)
+    } else {
+        format!("{tip}.{}|{}|{normalized}", view.generation, base.0)
+    };
+    if let Some(hit) = state.cache.get(&key).await {
+        let matched = condition.is_some_and(|c| conditional::matches(c, &hit.etag));
+        return Ok(rendered_response(
+            state,
+            route,
+            &hit,
+            tip,
+            matched,
+            CacheOutcome::Hit,
+            encoding,
+        ));
+    }
+
+    let account = match &request.scope {
+        Scope::Account(a) if conditional::uses_activity_tag(request) => Some(a.as_str()),
+        _ => None,
+    };
+    let pool = &chosen.source.pool;
+    let lookup_activity = || async {
+        match account {
+            Some(a) => {
+                state.db_queries.fetch_add(1, Ordering::Relaxed);
+                store::account_activity(pool, a).await
+            }
+            None => Ok(None),
+        }
+    };
+    let read_page = || async {
+        state.db_queries.fetch_add(1, Ordering::Relaxed);
+        store::page(pool, request, tip).await
+    };
+    let (activity, page) = match condition {
+        // Conditional: the tag first, and rows only if it does not match.
+        Some(condition) => {
+            let activity = lookup_activity().await?;
+            let tag = conditional::head_tag(&inputs, account.is_some(), activity);
+            if !fixed && conditional::matches_before_reading(condition, &tag) {
+                return Ok(not_modified(state, route, tag, Class::Head, tip, encoding));
+            }
+            (activity, read_page().await?)
+        }
+        // Unconditional: both at once, on two connections.
+        None => {
+            let (activity, page) = tokio::join!(lookup_activity(), read_page());
+            (activity?, page?)
+        }
+    };
+    let records = match page {
+        PageResult::Records(r) => r,
+        PageResult::Missing(problem) => return Ok(missing_at(problem, tip)),
+    };
+    let mut facts = PageFacts {
+        len: records.len(),
+        last_ledger: records.last().map(|r| r.id.ledger_seq),
+        tip,
+        complete_through: tip,
+    };
+    // Only a page that could be immutable asks how far the history is complete.
+    if let (Class::Immutable, false, Some(last)) = (
+        conditional::page_class(request, fixed, facts),
+        fixed,
+        facts.last_ledger,
+    ) {
+        facts.complete_through = state
+            .completeness
+            .through(&chosen.source.name, pool, view, last)
+            .await;
+    }
+    let class = conditional::page_class(request, fixed, facts);
+    let tag = match class {
+        Class::Immutable => conditional::immutable_tag(&inputs, fixed),
+        _ => conditional::head_tag(&inputs, account.is_some(), activity),
+    };
+    let body = serde_json::to_vec(&crate::page::render(request, &records, base)).map_err(|e| {
+        StoreError::Corrupt(crate::records::CorruptRow {
+            id: -1,
+            reason: e.to_string(),
+        })
+    })?;
+    let rendered = Arc::new(Rendered::new(Bytes::from(body), tag, class));
+    state.cache.insert(key, rendered.clone()).await;
+    let matched = condition.is_some_and(|c| conditional::matches(c, &rendered.etag));
+    Ok(rendered_response(
+        state,
+        route,
+        &rendered,
+        tip,
+        matched,
+        CacheOutcome::Miss,
+        encoding,
+    ))
+}
