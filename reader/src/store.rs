@@ -103,6 +103,12 @@ pub async fn page(
             hi = id + (1 << 12);
         }
     }
+    if let (Some(from), Some(to)) = (request.from_time, request.to_time) {
+        if from >= to {
+            // A window that closes before it opens holds nothing.
+            return Ok(PageResult::Records(Vec::new()));
+        }
+    }
     if let Some(from) = request.from_time {
         count_query();
         let first: Option<i32> = sqlx::query_scalar(
