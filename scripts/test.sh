@@ -23,6 +23,9 @@ fi
 
 # PostgreSQL and Redis for the integration tests (installed only if missing).
 bash scripts/install-deps.sh
+# schemathesis, which fuzzes the reader through its /openapi.json (reader/tests/schema.rs).
+SCHEMATHESIS="$(bash scripts/install-schemathesis.sh)"
+export SCHEMATHESIS
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

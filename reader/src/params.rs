@@ -1,6 +1,12 @@
 //! Request parameters: parsed, validated and normalised. A normalised request is the
 //! cache key's second half and the input of every query, so two spellings of the same
 //! request share one cache entry, and every bad value is a 400 naming its field.
+//!
+//! What must hold: this module and the OpenAPI document (`openapi.rs`, built from the
+//! patterns and bounds below) accept exactly the same values. Every value the document's
+//! schemas admit parses (a strkey also needs a valid checksum, which no pattern can
+//! state; the document says so and names the format), every value they reject is a 400,
+//! and an empty value means the parameter's default (`allowEmptyValue`).
 
 use std::fmt::Write as _;
 
@@ -16,6 +22,28 @@ use crate::problem::Problem;
 pub const MAX_LIMIT: u32 = 200;
 /// The page size when none is asked for.
 pub const DEFAULT_LIMIT: u32 = 10;
+/// The largest ledger sequence (ledger sequences are stored as Postgres `integer`).
+pub const MAX_LEDGER: u32 = i32::MAX as u32;
+/// The largest paging token (TOIDs are signed 64-bit).
+pub const MAX_CURSOR: i64 = i64::MAX;
+
+/// An account route's address: a `G...` account (version byte 6 << 3) or a `C...`
+/// contract (2 << 3), 56 base-32 characters. The version byte fixes the first character
+/// and the top three bits of the second; the last two bytes are a CRC-16 checksum.
+pub const ADDRESS_PATTERN: &str = "^[GC][A-D][A-Z2-7]{54}$";
+/// An asset: `native` or `CODE:ISSUER` (1 to 12 letters and digits, a `G...` issuer).
+pub const ASSET_PATTERN: &str = "^(native|[A-Za-z0-9]{1,12}:G[A-D][A-Z2-7]{54})$";
+/// A transaction hash: 64 hexadecimal digits, either case.
+pub const HASH_PATTERN: &str = "^[0-9a-fA-F]{64}$";
+
+/// An unsigned decimal number: ASCII digits only (no sign, no spaces), as the document's
+/// `integer` schemas are written in a query string or path.
+fn decimal<T: std::str::FromStr>(raw: &str) -> Option<T> {
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    raw.parse().ok()
+}
 
 /// Which payments a route lists.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -76,11 +104,11 @@ pub fn parse_account(raw: &str) -> Result<String, Problem> {
 
 /// Parses a ledger sequence.
 pub fn parse_ledger(raw: &str) -> Result<u32, Problem> {
-    match raw.parse::<u32>() {
-        Ok(seq) if seq >= 1 && seq <= i32::MAX as u32 => Ok(seq),
+    match decimal::<u32>(raw) {
+        Some(seq) if (1..=MAX_LEDGER).contains(&seq) => Ok(seq),
         _ => Err(Problem::invalid_field(
             "sequence",
-            "expected a ledger sequence number between 1 and 2147483647",
+            format!("expected a ledger sequence number between 1 and {MAX_LEDGER}"),
         )),
     }
 }
@@ -105,8 +133,8 @@ pub fn after_ledger(seq: u32) -> i64 {
 
 /// Parses an operation id (a TOID: a positive integer).
 pub fn parse_operation_id(raw: &str) -> Result<i64, Problem> {
-    match raw.parse::<i64>() {
-        Ok(id) if id > 0 => Ok(id),
+    match decimal::<i64>(raw) {
+        Some(id) if id > 0 => Ok(id),
         _ => Err(Problem::invalid_field(
             "id",
             "expected an operation id: a positive integer",
@@ -259,9 +287,9 @@ impl PageRequest {
         let cursor = match last_event_id.or(cursor) {
             None | Some("") => Cursor::Start,
             Some("now") => Cursor::Now,
-            Some(raw) => match raw.parse::<i64>() {
-                Ok(token) if token >= 0 => Cursor::After(token),
-                _ => {
+            Some(raw) => match decimal::<i64>(raw) {
+                Some(token) => Cursor::After(token),
+                None => {
                     return Err(Problem::invalid_field(
                         "cursor",
                         "expected a paging token (a non-negative integer) or \"now\"",
@@ -276,8 +304,8 @@ impl PageRequest {
         };
         let limit = match limit {
             None | Some("") => DEFAULT_LIMIT,
-            Some(raw) => match raw.parse::<u32>() {
-                Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            Some(raw) => match decimal::<u32>(raw) {
+                Some(n) if (1..=MAX_LIMIT).contains(&n) => n,
                 _ => {
                     return Err(Problem::invalid_field(
                         "limit",
@@ -331,14 +359,8 @@ impl PageRequest {
             .filter(|v| !v.is_empty())
             .map(|v| parse_time("to_time", v))
             .transpose()?;
-        if let (Some(from), Some(to)) = (from_time, to_time) {
-            if from >= to {
-                return Err(Problem::invalid_field(
-                    "to_time",
-                    "must be later than from_time",
-                ));
-            }
-        }
+        // A window that closes before it opens (to_time <= from_time) is valid and
+        // holds no payment: the page is empty, as for any window without payments.
         // A transaction's payments are listed whether or not it succeeded: the caller
         // named the transaction.
         let include_failed = include_failed || matches!(scope, Scope::Transaction(_));
@@ -503,5 +525,132 @@ mod tests {
         )
         .is_err());
         assert!(parse_account("GAHK7EEG2WWHVKDNT4CEQFZGKF2LGDSW2IVM4S5DP42RBW3K6BTODB4A").is_ok());
+        assert!(parse_ledger("+5").is_err());
+        assert!(parse_ledger(&(MAX_LEDGER + 1).to_string()).is_err());
+    }
+
+    #[test]
+    fn an_inverted_time_window_is_empty_not_an_error() {
+        let r = PageRequest::parse(
+            Scope::All,
+            &q(&[
+                ("from_time", "2024-05-02T00:00:00Z"),
+                ("to_time", "2024-05-01T00:00:00Z"),
+            ]),
+            None,
+        )
+        .expect("valid");
+        assert!(r.from_time >= r.to_time);
+    }
+
+    #[test]
+    fn numbers_are_plain_digits() {
+        for (key, value) in [("limit", "+5"), ("limit", " 5"), ("cursor", "+7")] {
+            assert!(PageRequest::parse(Scope::All, &q(&[(key, value)]), None).is_err());
+        }
+        let r = PageRequest::parse(Scope::All, &q(&[("cursor", &MAX_CURSOR.to_string())]), None)
+            .expect("the largest paging token");
+        assert_eq!(r.cursor, Cursor::After(MAX_CURSOR));
+    }
+
+    /// The documented schemas and the parsers agree: everything the patterns and bounds
+    /// admit parses, everything outside them is refused.
+    mod agreement {
+        use super::super::*;
+        use super::q;
+        use proptest::prelude::*;
+        use proptest::string::string_regex;
+        use shared::address::Address;
+
+        /// A pattern without its anchors, for generating strings from it.
+        fn unanchored(pattern: &str) -> &str {
+            pattern.trim_start_matches('^').trim_end_matches('$')
+        }
+
+        fn matches(pattern: &str, value: &str) -> bool {
+            regex::Regex::new(pattern).expect("pattern").is_match(value)
+        }
+
+        fn one(key: &str, value: &str) -> Result<PageRequest, Problem> {
+            PageRequest::parse(Scope::All, &q(&[(key, value)]), None)
+        }
+
+        /// RFC 3339 `date-time` (section 5.6), separators in either case.
+        const DATE_TIME: &str = "[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])[Tt]\
+            ([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?\
+            ([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])";
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn every_address_is_in_the_pattern_and_parses(key in any::<[u8; 32]>()) {
+                for address in [
+                    AccountId(key).to_strkey(),
+                    Address::Contract(key).to_strkey(),
+                ] {
+                    prop_assert!(matches(ADDRESS_PATTERN, &address), "{address}");
+                    prop_assert!(parse_account(&address).is_ok(), "{address}");
+                }
+            }
+
+            #[test]
+            fn no_address_outside_the_pattern_parses(raw in "[A-Z2-7a-z0-9+/=-]{0,70}") {
+                if !matches(ADDRESS_PATTERN, &raw) {
+                    prop_assert!(parse_account(&raw).is_err(), "{raw}");
+                }
+            }
+
+            #[test]
+            fn every_asset_in_the_pattern_parses(
+                code in string_regex("[A-Za-z0-9]{1,12}").expect("regex"),
+                issuer in any::<[u8; 32]>(),
+            ) {
+                let asset = format!("{code}:{}", AccountId(issuer).to_strkey());
+                prop_assert!(matches(ASSET_PATTERN, &asset), "{asset}");
+                prop_assert!(one("asset", &asset).is_ok(), "{asset}");
+            }
+
+            #[test]
+            fn no_asset_outside_the_pattern_parses(raw in "[A-Za-z0-9:_-]{1,75}") {
+                if !matches(ASSET_PATTERN, &raw) {
+                    prop_assert!(one("asset", &raw).is_err(), "{raw}");
+                }
+            }
+
+            #[test]
+            fn hashes_parse_exactly_in_the_pattern(raw in "[0-9a-fA-FgxZ ]{60,68}") {
+                prop_assert_eq!(parse_hash(&raw).is_ok(), matches(HASH_PATTERN, &raw), "{}", raw);
+            }
+
+            #[test]
+            fn hashes_from_the_pattern_parse(raw in string_regex(unanchored(HASH_PATTERN)).expect("regex")) {
+                prop_assert!(parse_hash(&raw).is_ok());
+            }
+
+            #[test]
+            fn ledgers_parse_exactly_in_range(seq in any::<i64>()) {
+                let in_range = (1..=i64::from(MAX_LEDGER)).contains(&seq);
+                prop_assert_eq!(parse_ledger(&seq.to_string()).is_ok(), in_range);
+            }
+
+            #[test]
+            fn limits_parse_exactly_in_range(n in -5i64..300) {
+                let in_range = (1..=i64::from(MAX_LIMIT)).contains(&n);
+                prop_assert_eq!(one("limit", &n.to_string()).is_ok(), in_range);
+            }
+
+            #[test]
+            fn cursors_parse_exactly_in_range(n in any::<i128>()) {
+                let in_range = (0..=i128::from(MAX_CURSOR)).contains(&n);
+                prop_assert_eq!(one("cursor", &n.to_string()).is_ok(), in_range);
+            }
+
+            #[test]
+            fn rfc3339_times_parse(raw in string_regex(DATE_TIME).expect("regex")) {
+                prop_assert!(one("from_time", &raw).is_ok(), "{}", raw);
+                prop_assert!(one("to_time", &raw).is_ok(), "{}", raw);
+            }
+        }
     }
 }

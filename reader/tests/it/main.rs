@@ -9,5 +9,7 @@ mod edge;
 mod operations;
 mod ratelimits;
 mod replicas;
+mod schema;
 mod streaming;
 mod support;
+mod time_filters;
