@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use shared::datalake::DataLake;
 use shared::Extractor;
-use tokio_util::sync::CancellationToken;
 
 use crate::backfill::{self, BackfillConfig, HistorySource};
 use crate::cli::BackfillArgs;
@@ -37,23 +36,14 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<()> {
         HistorySource::DataLake(lake)
     };
     let pool = crate::db::pool(&args.database.database_url, args.workers.max(1) + 1)?;
-    crate::db::migrate(&pool).await.context("migrations")?;
-    let shutdown = CancellationToken::new();
-    let signal = shutdown.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            signal.cancel();
-        }
-    });
-    #[cfg(unix)]
-    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    {
-        let signal = shutdown.clone();
-        tokio::spawn(async move {
-            term.recv().await;
-            signal.cancel();
-        });
-    }
+    let shutdown = super::shutdown_on_signals();
+    crate::db::migrate_when_unlocked(&args.database.database_url, &shutdown, || {
+        eprintln!(
+            "migrations are pending and a writer holds the writer lock: waiting until it stops"
+        )
+    })
+    .await
+    .context("migrations")?;
     let config = BackfillConfig {
         from: args.from,
         to: args.to,
@@ -61,6 +51,7 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<()> {
         chunk_ledgers: args.chunk_ledgers.max(1),
         network_passphrase: network.passphrase().to_owned(),
         retry: RetryPolicy::default(),
+        max_commit_attempts: args.max_commit_attempts,
     };
     let report = backfill::run(pool, source, extractor, config, !args.quiet, shutdown).await?;
     let seconds = report.elapsed.as_secs_f64().max(0.001);
