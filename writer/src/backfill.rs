@@ -56,6 +56,9 @@ pub struct BackfillConfig {
     pub network_passphrase: String,
     /// Retries.
     pub retry: RetryPolicy,
+    /// Attempts at a chunk that fails with a database error that may be deterministic
+    /// (a constraint violation, disk full, an encoding error) before the backfill stops.
+    pub max_commit_attempts: u32,
 }
 
 /// What a backfill did.
@@ -102,6 +105,22 @@ pub enum BackfillError {
         /// Chunk end.
         end: u32,
         /// The store's complaint.
+        error: StoreError,
+    },
+    /// A chunk kept failing with a database error that does not pass by itself.
+    #[error(
+        "commit gave up: ledgers {start}-{end} failed {attempts} times with {condition}; last error: {error}"
+    )]
+    CommitGaveUp {
+        /// Chunk start.
+        start: u32,
+        /// Chunk end.
+        end: u32,
+        /// Attempts made.
+        attempts: u32,
+        /// The Postgres condition (`disk_full (53100)`, ...).
+        condition: String,
+        /// The last failure.
         error: StoreError,
     },
     /// The database could not be reached.
@@ -348,6 +367,9 @@ async fn worker(
     }
 }
 
+/// Commits one chunk: transient database failures are retried for as long as it takes,
+/// failures that may be deterministic a bounded number of times, anything else stops
+/// the backfill. Every backoff ends early on `stop`.
 async fn commit_chunk(
     pool: &Pool,
     dictionaries: &Dictionaries,
@@ -358,6 +380,7 @@ async fn commit_chunk(
     stop: &CancellationToken,
 ) -> Result<(usize, usize), BackfillError> {
     let mut attempt = 0;
+    let mut failures = 0;
     loop {
         let result = match pool.get().await {
             Ok(mut client) => {
@@ -382,8 +405,22 @@ async fn commit_chunk(
         };
         match result {
             Ok(counts) => return Ok(counts),
-            Err(StoreError::Postgres(e)) if crate::live::is_transient(&e) => {
-                tracing::warn!(error = %e, start, end, "chunk commit failed; retrying");
+            Err(error) if error.is_transient() || error.is_database_failure() => {
+                if !error.is_transient() {
+                    failures += 1;
+                    if failures >= config.max_commit_attempts.max(1) {
+                        return Err(BackfillError::CommitGaveUp {
+                            start,
+                            end,
+                            attempts: failures,
+                            condition: error
+                                .condition()
+                                .unwrap_or_else(|| "a database error".into()),
+                            error,
+                        });
+                    }
+                }
+                tracing::warn!(%error, start, end, "chunk commit failed; retrying");
                 if sleep_or_stop(config.retry.backoff(attempt), stop).await {
                     return Err(BackfillError::Interrupted);
                 }

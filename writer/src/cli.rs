@@ -74,6 +74,10 @@ pub struct BackfillArgs {
     /// No progress output.
     #[arg(long)]
     pub quiet: bool,
+    /// Attempts at a chunk that fails with a database error that may be deterministic
+    /// (a constraint violation, disk full, an encoding error) before the backfill stops.
+    #[arg(long, env = "WRITER_MAX_COMMIT_ATTEMPTS", default_value_t = 5)]
+    pub max_commit_attempts: u32,
 }
 
 /// Arguments of `writer gaps`.
@@ -121,6 +125,17 @@ pub struct RunArgs {
     /// How often a standby tries to take the writer lock, in milliseconds.
     #[arg(long, env = "WRITER_STANDBY_POLL_MS", default_value_t = 1000)]
     pub standby_poll_ms: u64,
+    /// How long the active writer's lease lasts unless renewed (every quarter of it), in
+    /// milliseconds: a standby evicts a holder whose lease expired (a hung process).
+    #[arg(long, env = "WRITER_LEASE_TTL_MS", default_value_t = 4000)]
+    pub lease_ttl_ms: u64,
+    /// Attempts at a batch that fails with a database error that may be deterministic
+    /// (a constraint violation, disk full, an encoding error) before the writer exits.
+    #[arg(long, env = "WRITER_MAX_COMMIT_ATTEMPTS", default_value_t = 5)]
+    pub max_commit_attempts: u32,
+    /// Pause between checks while the RPC's retention is past the cursor, in milliseconds.
+    #[arg(long, env = "WRITER_RETENTION_RECHECK_MS", default_value_t = 30_000)]
+    pub retention_recheck_ms: u64,
     /// Redis for tip announcements to readers (none: readers poll the database).
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,

@@ -1,7 +1,8 @@
 //! The writer library: the only process that writes payments into Postgres.
 //!
 //! `live` follows Stellar RPC from the stored cursor, `store` commits each batch of
-//! ledgers exactly once, `lock` keeps a single active writer, `announce` tells readers
+//! ledgers exactly once (`rows` encodes its rows), `lock` keeps a single active writer
+//! and ties its commits to the lock, `announce` tells readers
 //! about new tips through Redis, `status` serves health and metrics.
 
 pub mod announce;
@@ -13,6 +14,7 @@ pub mod db;
 pub mod dictionary;
 pub mod live;
 pub mod lock;
+pub mod rows;
 pub mod source;
 pub mod status;
 pub mod store;

@@ -3,8 +3,11 @@
 //! A fetcher task pulls `getLedgers` pages and extracts them while the previous page is
 //! being written, so network, decoding and the database overlap; the channel between
 //! them holds one page, which bounds memory. The committer writes each page as one
-//! transaction, retrying transient database failures with backoff, and announces the new
-//! tip. Shutdown is checked between batches: a batch in flight commits or rolls back.
+//! transaction on the writer-lock session (so a writer that lost the lock cannot commit),
+//! retrying transient database failures with backoff and deterministic ones a bounded
+//! number of times, checks that session's liveness while idle, and announces the new
+//! tip. Shutdown is checked between batches and during every backoff: a batch in flight
+//! commits or rolls back.
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::announce::{Tip, TipAnnouncer};
 use crate::dictionary::Dictionaries;
+use crate::lock::WriterLock;
 use crate::source::{FetchError, Fetched, RetryPolicy, RpcSource};
 use crate::status::{RetentionGap, Status};
 use crate::store::{self, StoreError};
@@ -60,6 +64,11 @@ pub struct LiveConfig {
     pub retry: RetryPolicy,
     /// Pause between checks while the RPC's retention is past the cursor.
     pub retention_recheck: Duration,
+    /// How often the lock session's liveness is checked while no batch is committing.
+    pub lock_check: Duration,
+    /// Attempts at a batch that fails with a database error that may be deterministic
+    /// (a constraint violation, disk full, an encoding error) before ingestion stops.
+    pub max_commit_attempts: u32,
 }
 
 /// Why live ingestion stopped.
@@ -78,6 +87,22 @@ pub enum LiveError {
     /// The database could not be read at start.
     #[error("database: {0}")]
     Database(String),
+    /// A batch kept failing with a database error that does not pass by itself.
+    #[error(
+        "commit gave up: ledgers {first}-{last} failed {attempts} times with {condition}; last error: {error}"
+    )]
+    CommitGaveUp {
+        /// First ledger of the batch.
+        first: u32,
+        /// Last ledger of the batch.
+        last: u32,
+        /// Attempts made.
+        attempts: u32,
+        /// The Postgres condition (`disk_full (53100)`, ...).
+        condition: String,
+        /// The last failure.
+        error: StoreError,
+    },
 }
 
 enum FromFetcher {
@@ -95,7 +120,7 @@ pub async fn run(
     config: LiveConfig,
     status: Status,
     announcer: TipAnnouncer,
-    lock_lost: CancellationToken,
+    lock: &mut WriterLock,
     shutdown: CancellationToken,
 ) -> Result<(), LiveError> {
     let source = std::sync::Arc::new(source);
@@ -120,7 +145,7 @@ pub async fn run(
         .get()
         .await
         .map_err(|e| LiveError::Database(e.to_string()))?;
-    let cursor = store::read_cursor(&client)
+    let cursor = store::read_cursor(&**client)
         .await
         .map_err(|e| LiveError::Database(e.to_string()))?;
     drop(client);
@@ -172,13 +197,12 @@ pub async fn run(
     ));
     let dictionaries = Dictionaries::default();
     let outcome = commit_loop(
-        &pool,
+        lock,
         &dictionaries,
         &config,
         &status,
         &announcer,
         &mut from_fetcher,
-        &lock_lost,
         &shutdown,
     )
     .await;
@@ -187,21 +211,29 @@ pub async fn run(
     outcome
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Commits what the fetcher hands over, on the lock session, until shutdown or an error;
+/// checks the lock session's liveness whenever it waits longer than `config.lock_check`.
 async fn commit_loop(
-    pool: &Pool,
+    lock: &mut WriterLock,
     dictionaries: &Dictionaries,
     config: &LiveConfig,
     status: &Status,
     announcer: &TipAnnouncer,
     from_fetcher: &mut mpsc::Receiver<FromFetcher>,
-    lock_lost: &CancellationToken,
     shutdown: &CancellationToken,
 ) -> Result<(), LiveError> {
+    let lock_lost = lock.lost();
     loop {
         let message = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             () = lock_lost.cancelled() => return Err(LiveError::LockLost),
+            () = tokio::time::sleep(config.lock_check) => {
+                if !lock.check_alive(config.lock_check.max(Duration::from_secs(2))).await {
+                    lock.mark_lost();
+                    return Err(LiveError::LockLost);
+                }
+                continue;
+            }
             message = from_fetcher.recv() => message,
         };
         let Some(message) = message else {
@@ -215,8 +247,11 @@ async fn commit_loop(
             FromFetcher::Fatal(error) => return Err(error.into()),
         };
         let started = Instant::now();
-        let summary =
-            commit_with_retry(pool, dictionaries, config, status, &ledgers, lock_lost).await?;
+        let Some(summary) =
+            commit_with_retry(lock, dictionaries, config, status, &ledgers, shutdown).await?
+        else {
+            return Ok(());
+        };
         metrics::histogram!("writer_batch_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("writer_batch_ledgers").record(summary.ledgers as f64);
         status.set_rpc_latest(rpc_latest);
@@ -240,77 +275,80 @@ async fn commit_loop(
     }
 }
 
-enum CommitFailure {
-    /// The transaction rolled back for a reason that passes: retry.
-    Transient(String),
-    /// The data or the cursor say no: stop.
-    Fatal(StoreError),
-}
-
-/// Commits one batch; transient database failures are retried (the transaction rolled
-/// back, so retrying is safe), anything that says the data is wrong stops ingestion.
+/// Commits one batch on the lock session. Transient database failures are retried for
+/// as long as it takes (the transaction rolled back, so retrying is safe); failures that
+/// may be deterministic get `config.max_commit_attempts` attempts; anything that says
+/// the data is wrong stops ingestion at once; a lost lock or lease steps down. Every
+/// backoff ends early on shutdown (`Ok(None)`: nothing committed).
 async fn commit_with_retry(
-    pool: &Pool,
+    lock: &mut WriterLock,
     dictionaries: &Dictionaries,
     config: &LiveConfig,
     status: &Status,
     ledgers: &[LedgerPayments],
-    lock_lost: &CancellationToken,
-) -> Result<store::BatchSummary, LiveError> {
+    shutdown: &CancellationToken,
+) -> Result<Option<store::BatchSummary>, LiveError> {
+    let (Some(first), Some(last)) = (ledgers.first(), ledgers.last()) else {
+        return Ok(Some(store::BatchSummary::default()));
+    };
+    let lock_lost = lock.lost();
+    let Some(epoch) = lock.epoch() else {
+        return Err(LiveError::LockLost);
+    };
     let mut attempt = 0;
+    let mut failures = 0;
     loop {
-        let result = match pool.get().await {
-            Ok(mut client) => {
-                match store::commit_live_batch(
-                    &mut client,
-                    dictionaries,
-                    &config.network_passphrase,
-                    ledgers,
-                )
-                .await
-                {
-                    Ok(summary) => Ok(summary),
-                    Err(StoreError::Postgres(e)) if is_transient(&e) => {
-                        Err(CommitFailure::Transient(format!("database: {e}")))
-                    }
-                    Err(e) => Err(CommitFailure::Fatal(e)),
-                }
-            }
-            Err(e) => Err(CommitFailure::Transient(format!("database pool: {e}"))),
+        if lock_lost.is_cancelled() {
+            return Err(LiveError::LockLost);
+        }
+        let result = store::commit_live_batch(
+            lock.client(),
+            dictionaries,
+            &config.network_passphrase,
+            epoch,
+            ledgers,
+        )
+        .await;
+        let error = match result {
+            Ok(summary) => return Ok(Some(summary)),
+            Err(e) => e,
         };
-        match result {
-            Ok(summary) => return Ok(summary),
-            Err(CommitFailure::Transient(reason)) => {
-                metrics::counter!("writer_commit_retries_total").increment(1);
-                tracing::warn!(%reason, attempt, "batch commit failed; retrying");
-                status.set_error(Some(reason));
-                tokio::select! {
-                    () = lock_lost.cancelled() => return Err(LiveError::LockLost),
-                    () = tokio::time::sleep(config.retry.backoff(attempt)) => {}
-                }
-                attempt += 1;
-            }
-            Err(CommitFailure::Fatal(e)) => {
-                metrics::counter!("writer_commit_failures_total", "reason" => e.label())
+        if matches!(error, StoreError::LeaseLost { .. }) || lock.client().is_closed() {
+            tracing::error!(%error, "the writer lock or lease is lost; nothing was committed");
+            lock.mark_lost();
+            return Err(LiveError::LockLost);
+        }
+        if error.is_transient() {
+            // Retried for as long as it takes.
+        } else if error.is_database_failure() {
+            failures += 1;
+            if failures >= config.max_commit_attempts.max(1) {
+                metrics::counter!("writer_commit_failures_total", "reason" => "gave_up")
                     .increment(1);
-                return Err(e.into());
+                return Err(LiveError::CommitGaveUp {
+                    first: first.ledger.sequence,
+                    last: last.ledger.sequence,
+                    attempts: failures,
+                    condition: error
+                        .condition()
+                        .unwrap_or_else(|| "a database error".into()),
+                    error,
+                });
             }
+        } else {
+            metrics::counter!("writer_commit_failures_total", "reason" => error.label())
+                .increment(1);
+            return Err(error.into());
         }
-    }
-}
-
-/// Database errors worth retrying: lost connections and server-side conditions that
-/// pass (shutdown, serialization, deadlock, resource shortage), and a unique violation,
-/// which means a backfill stored one of these ledgers between our check and our write:
-/// the retry sees it stored and skips it. Other data errors are not retried.
-pub fn is_transient(error: &tokio_postgres::Error) -> bool {
-    match error.code() {
-        None => true,
-        Some(code) if *code == tokio_postgres::error::SqlState::UNIQUE_VIOLATION => true,
-        Some(code) => {
-            let class = &code.code()[..2];
-            matches!(class, "08" | "40" | "53" | "57" | "58" | "55")
+        metrics::counter!("writer_commit_retries_total").increment(1);
+        tracing::warn!(%error, attempt, "batch commit failed; retrying");
+        status.set_error(Some(error.to_string()));
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(None),
+            () = lock_lost.cancelled() => return Err(LiveError::LockLost),
+            () = tokio::time::sleep(config.retry.backoff(attempt)) => {}
         }
+        attempt += 1;
     }
 }
 
@@ -361,13 +399,29 @@ async fn fetch_loop(
                 Some(config.poll_interval)
             }
             Ok(Fetched::BeforeRetention { rpc_oldest }) => {
-                // A backfill may have closed the gap and moved the cursor on.
-                if let Some(stored) = stored_cursor(&pool).await {
-                    if stored >= next {
+                // A backfill may have closed the gap and moved the cursor on; on an empty
+                // database (a first run before the retention window) it cannot, and the
+                // ledgers it stored from `next` on are followed instead: the first batch
+                // creates the cursor after them.
+                match stored_cursor(&pool).await {
+                    Some(Some(stored)) if stored >= next => {
                         next = stored + 1;
                         status.set_retention_gap(None);
                         continue;
                     }
+                    Some(None) => {
+                        if let Some(top) = stored_run_end(&pool, next).await {
+                            tracing::info!(
+                                from = next,
+                                to = top,
+                                "following the ledgers a backfill stored"
+                            );
+                            next = top + 1;
+                            status.set_retention_gap(None);
+                            continue;
+                        }
+                    }
+                    _ => {}
                 }
                 let cursor = next - 1;
                 let remedy = format!(
@@ -425,13 +479,19 @@ async fn fetch_loop(
     }
 }
 
-async fn stored_cursor(pool: &Pool) -> Option<u32> {
+/// The stored cursor's ledger (`Some(None)`: no cursor yet; `None`: unreadable).
+async fn stored_cursor(pool: &Pool) -> Option<Option<u32>> {
     let client = pool.get().await.ok()?;
-    store::read_cursor(&client)
+    store::read_cursor(&**client)
         .await
         .ok()
-        .flatten()
-        .map(|c| c.last_ledger)
+        .map(|cursor| cursor.map(|c| c.last_ledger))
+}
+
+/// The end of the run of stored ledgers starting at `from`, if `from` is stored.
+async fn stored_run_end(pool: &Pool, from: u32) -> Option<u32> {
+    let client = pool.get().await.ok()?;
+    store::stored_run_end(&**client, from).await.ok().flatten()
 }
 
 /// Sleeps; `true` if `shutdown` fired first.

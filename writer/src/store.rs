@@ -1,24 +1,28 @@
-//! Writes batches of extracted ledgers to the primary, exactly once.
+//! The commit protocol: how a batch of extracted ledgers lands in the primary exactly
+//! once (the row encodings themselves live in `rows`).
 //!
-//! A batch is one Postgres transaction: the cursor row is locked and checked first (it
-//! must stand at the ledger just before the batch, with that ledger's hash: the fencing
-//! condition), then every row goes in with binary COPY, then the cursor moves to the
-//! batch's last ledger. A crash at any point leaves all of the batch or none of it, and a
-//! second writer holding a stale view cannot commit over the first.
+//! A live batch is one Postgres transaction on the writer-lock session (see `lock`): the
+//! cursor row is locked and checked first (it must stand at the ledger just before the
+//! batch, with that ledger's hash), the lease epoch must still be this writer's (the
+//! fencing condition), then every row goes in with binary COPY, then the cursor moves
+//! to the batch's last ledger. A crash at any point leaves all of the batch or none of
+//! it, and a writer that lost the lock cannot commit at all: its session is gone.
 //!
-//! The ids of the batch's addresses and assets are resolved before the transaction
-//! starts (see `dictionary`), so no batch transaction ever waits on a dictionary row.
+//! One lock order for every writer: the cursor row, then the rows of the batch (ledger
+//! keys ascending, `account_last_activity` in account order). Dictionary ids are
+//! resolved before any transaction starts (see `dictionary`), so no batch transaction
+//! waits on a dictionary row. A backfill chunk never takes the cursor row inside its
+//! transaction: a chunk behind the cursor never touches it, and a chunk at or after it
+//! moves the cursor afterwards in a short transaction of its own that locks nothing else.
 
 use std::collections::HashMap;
 
-use deadpool_postgres::Object;
-use shared::payment::{PaymentKind, Role};
-use shared::stored::{encode_memo, DirectionCode, InvokeDetails};
-use shared::{LedgerPayments, PaymentRecord};
-use time::OffsetDateTime;
+use shared::LedgerPayments;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, GenericClient};
 
-use crate::copy::CopyIn;
-use crate::dictionary::{BatchIds, Dictionaries, DictionaryError};
+use crate::dictionary::{Dictionaries, DictionaryError};
+use crate::rows::{write_rows, RowError};
 
 /// Where live ingestion stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +49,14 @@ pub enum StoreError {
         /// Ledger the cursor stands at.
         found: u32,
     },
+    /// Another writer took the lease since this one took the lock. Nothing was written.
+    #[error("fenced: the writer lease is at epoch {current:?}, this writer holds epoch {held}")]
+    LeaseLost {
+        /// The epoch this writer took.
+        held: i64,
+        /// The epoch stored now.
+        current: Option<i64>,
+    },
     /// The first ledger of the batch does not chain onto the stored last ledger.
     #[error("ledger {ledger}: previous hash {found} does not match stored ledger hash {expected}")]
     HashMismatch {
@@ -67,7 +79,7 @@ pub enum StoreError {
     #[error("batch is not contiguous at ledger {0}")]
     NotContiguous(u32),
     /// Postgres failed (the transaction rolled back).
-    #[error("database: {0}")]
+    #[error("database: {}", describe_postgres(.0))]
     Postgres(#[from] tokio_postgres::Error),
     /// A dictionary entry vanished after it was added (rows were deleted by hand).
     #[error("dictionary: {0}")]
@@ -83,11 +95,21 @@ impl From<DictionaryError> for StoreError {
     }
 }
 
+impl From<RowError> for StoreError {
+    fn from(error: RowError) -> Self {
+        match error {
+            RowError::Postgres(e) => Self::Postgres(e),
+            RowError::MissingId(what) => Self::Dictionary(what),
+        }
+    }
+}
+
 impl StoreError {
     /// A short label for metrics.
     pub fn label(&self) -> &'static str {
         match self {
             Self::Fenced { .. } => "fenced",
+            Self::LeaseLost { .. } => "lease_lost",
             Self::HashMismatch { .. } => "hash_mismatch",
             Self::NetworkMismatch { .. } => "network_mismatch",
             Self::NotContiguous(_) => "not_contiguous",
@@ -95,10 +117,100 @@ impl StoreError {
             Self::Dictionary(_) => "dictionary",
         }
     }
+
+    /// A condition that passes by itself, so retrying the batch for as long as it takes is
+    /// right: the connection dropped, the server is shutting down or starting, a
+    /// serialization failure or deadlock rolled the transaction back, connections or a
+    /// lock are momentarily unavailable.
+    pub fn is_transient(&self) -> bool {
+        let Self::Postgres(error) = self else {
+            return false;
+        };
+        let Some(code) = error.code() else {
+            // No SQLSTATE: the connection failed, not the statement.
+            return true;
+        };
+        let transient = [
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CRASH_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::LOCK_NOT_AVAILABLE,
+            SqlState::OBJECT_IN_USE,
+        ];
+        code.code().starts_with("08") || transient.contains(code)
+    }
+
+    /// A database error that may be deterministic (a constraint violation, disk full, an
+    /// encoding error, ...): worth a bounded number of retries, since some of them pass
+    /// (a concurrent backfill stored a ledger between the check and the write; space was
+    /// freed), but never retried forever.
+    pub fn is_database_failure(&self) -> bool {
+        matches!(self, Self::Postgres(_)) && !self.is_transient()
+    }
+
+    /// The Postgres condition's name and SQLSTATE (`unique_violation (23505)`), if this is
+    /// a database error the server named.
+    pub fn condition(&self) -> Option<String> {
+        match self {
+            Self::Postgres(error) => error
+                .code()
+                .map(|code| format!("{} ({})", condition_name(code), code.code())),
+            _ => None,
+        }
+    }
+}
+
+/// The name of a SQLSTATE, for errors an operator reads.
+fn condition_name(code: &SqlState) -> &'static str {
+    match code.code() {
+        "23505" => "unique_violation",
+        "23503" => "foreign_key_violation",
+        "23502" => "not_null_violation",
+        "23514" => "check_violation",
+        "53100" => "disk_full",
+        "53200" => "out_of_memory",
+        "53400" => "configuration_limit_exceeded",
+        "22021" => "character_not_in_repertoire",
+        "22P05" => "untranslatable_character",
+        "22003" => "numeric_value_out_of_range",
+        "22001" => "string_data_right_truncation",
+        "57014" => "query_canceled",
+        "40001" => "serialization_failure",
+        "40P01" => "deadlock_detected",
+        "58030" => "io_error",
+        "XX000" => "internal_error",
+        "XX001" => "data_corrupted",
+        other => match &other[..2] {
+            "22" => "data_exception",
+            "23" => "integrity_constraint_violation",
+            "53" => "insufficient_resources",
+            "54" => "program_limit_exceeded",
+            "58" => "system_error",
+            "XX" => "internal_error",
+            _ => "database_error",
+        },
+    }
+}
+
+fn describe_postgres(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!(
+            "{}: {} ({})",
+            db.severity(),
+            db.message(),
+            condition_name(db.code())
+        ),
+        None => error.to_string(),
+    }
 }
 
 /// Reads the cursor, if ingestion ever started.
-pub async fn read_cursor(client: &Object) -> Result<Option<Cursor>, tokio_postgres::Error> {
+pub async fn read_cursor(
+    client: &impl GenericClient,
+) -> Result<Option<Cursor>, tokio_postgres::Error> {
     let row = client
         .query_opt(
             "SELECT network_passphrase, last_ledger, last_ledger_hash FROM ingest_cursor",
@@ -117,6 +229,25 @@ pub async fn read_cursor(client: &Object) -> Result<Option<Cursor>, tokio_postgr
     }))
 }
 
+/// The last ledger of the run of stored ledgers that starts at `from` (`None` when
+/// `from` itself is not stored).
+pub async fn stored_run_end(
+    client: &impl GenericClient,
+    from: u32,
+) -> Result<Option<u32>, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "WITH RECURSIVE run AS ( \
+               SELECT sequence FROM ledgers WHERE sequence = $1 \
+               UNION ALL \
+               SELECT l.sequence FROM ledgers l JOIN run ON l.sequence = run.sequence + 1) \
+             SELECT max(sequence) FROM run",
+            &[&(from as i32)],
+        )
+        .await?;
+    Ok(row.get::<_, Option<i32>>(0).map(|s| s as u32))
+}
+
 /// What a committed batch added.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BatchSummary {
@@ -133,15 +264,19 @@ pub struct BatchSummary {
 }
 
 /// Commits `batch` (contiguous ledgers, oldest first) as the continuation of live
-/// ingestion. On the first batch ever, the cursor is created in the same transaction.
+/// ingestion, on `client`, the session that holds the writer lock, as the holder of
+/// lease `epoch`. On the first batch ever, the cursor is created in the same transaction
+/// (after the stored ledger just before the batch, if a backfill wrote it, which must
+/// then be the batch's predecessor).
 ///
 /// Ledgers the database already holds (written by a backfill, or by another writer that
 /// got there first) are checked against their stored hash and skipped, so nothing is
 /// ever written twice; the cursor only moves forward.
 pub async fn commit_live_batch(
-    client: &mut Object,
+    client: &mut Client,
     dictionaries: &Dictionaries,
     network_passphrase: &str,
+    epoch: i64,
     batch: &[LedgerPayments],
 ) -> Result<BatchSummary, StoreError> {
     let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
@@ -150,16 +285,47 @@ pub async fn commit_live_batch(
     check_contiguous(batch)?;
     let ids = dictionaries.resolve(client, batch).await?;
     let tx = client.transaction().await?;
+    // Lock order: the cursor row first, as every writer does.
     let cursor = tx
         .query_opt(
             "SELECT network_passphrase, last_ledger, last_ledger_hash FROM ingest_cursor FOR UPDATE",
             &[],
         )
         .await?;
+    // The lease is read, not locked: its holder renews it while this batch runs, and only
+    // a writer holding the advisory lock (so not while this session lives) can bump it.
+    let current: Option<i64> = tx
+        .query_opt("SELECT epoch FROM writer_lease", &[])
+        .await?
+        .map(|row| row.get(0));
+    if current != Some(epoch) {
+        return Err(StoreError::LeaseLost {
+            held: epoch,
+            current,
+        });
+    }
     let cursor_ledger = match cursor {
         None => {
-            // First batch: the cursor starts just before it. A concurrent first batch
-            // from another writer conflicts on the singleton key.
+            // First batch: the cursor starts just before it. A backfill may have stored
+            // that ledger already (a first run before the RPC's retention): it must be
+            // the batch's predecessor.
+            if let Some(row) = tx
+                .query_opt(
+                    "SELECT hash FROM ledgers WHERE sequence = $1",
+                    &[&(first.ledger.sequence as i32 - 1)],
+                )
+                .await?
+            {
+                let hash: Vec<u8> = row.get(0);
+                if hash.as_slice() != first.ledger.previous_hash.as_slice() {
+                    return Err(StoreError::HashMismatch {
+                        ledger: first.ledger.sequence,
+                        expected: hex::encode(hash),
+                        found: hex::encode(first.ledger.previous_hash),
+                    });
+                }
+            }
+            // A concurrent first batch from another writer conflicts on the singleton key.
             tx.execute(
                 "INSERT INTO ingest_cursor (network_passphrase, last_ledger, last_ledger_hash) VALUES ($1, $2, $3)",
                 &[&network_passphrase, &(first.ledger.sequence as i32 - 1), &first.ledger.previous_hash.as_slice()],
@@ -255,11 +421,13 @@ async fn not_yet_stored<'b>(
 
 /// Commits one backfill chunk `[start, end]` (its ledgers, oldest first) in one
 /// transaction: writes the ledgers not stored yet, checks the hash links with the stored
-/// neighbours on both sides, records the range as completed, and, when the chunk closes
-/// the gap right after the live cursor, moves the cursor over every ledger now stored
-/// contiguously after it. Returns the ledgers written and the payments they held.
+/// neighbours on both sides, and records the range as completed. That transaction never
+/// locks the cursor row. Then, if the chunk is not wholly behind the live cursor, the
+/// cursor moves over every ledger now stored contiguously after it, in a second short
+/// transaction (so whichever of two neighbouring chunks commits last closes the run).
+/// Returns the ledgers written and the payments they held.
 pub async fn commit_backfill_chunk(
-    client: &mut Object,
+    client: &mut Client,
     dictionaries: &Dictionaries,
     network_passphrase: &str,
     start: u32,
@@ -275,6 +443,17 @@ pub async fn commit_backfill_chunk(
         ));
     }
     let ids = dictionaries.resolve(client, chunk).await?;
+    // Read without a lock: the cursor only ever moves forward, so a chunk wholly behind
+    // it now stays behind it.
+    let cursor = read_cursor(&*client).await?;
+    if let Some(cursor) = &cursor {
+        if cursor.network_passphrase != network_passphrase {
+            return Err(StoreError::NetworkMismatch {
+                stored: cursor.network_passphrase.clone(),
+                requested: network_passphrase.to_owned(),
+            });
+        }
+    }
     let tx = client.transaction().await?;
     // The commit need not wait for its WAL flush. The chunk's rows and its
     // `backfill_ranges` row commit together, so a commit lost in a crash (the last few
@@ -284,18 +463,6 @@ pub async fn commit_backfill_chunk(
     // update) flushes this commit record first.
     tx.batch_execute("SET LOCAL synchronous_commit = off")
         .await?;
-    if let Some(row) = tx
-        .query_opt("SELECT network_passphrase FROM ingest_cursor", &[])
-        .await?
-    {
-        let stored: String = row.get(0);
-        if stored != network_passphrase {
-            return Err(StoreError::NetworkMismatch {
-                stored,
-                requested: network_passphrase.to_owned(),
-            });
-        }
-    }
     // Neighbours already stored must link to this chunk.
     if let (Some(first), Some(last)) = (chunk.first(), chunk.last()) {
         if let Some(row) = tx
@@ -338,35 +505,50 @@ pub async fn commit_backfill_chunk(
         &[&(start as i32), &(end as i32)],
     )
     .await?;
-    // Close a gap after the live cursor: move it over the ledgers now stored after it.
-    let cursor = tx
-        .query_opt("SELECT last_ledger FROM ingest_cursor FOR UPDATE", &[])
-        .await?;
-    if let Some(row) = cursor {
-        let last_ledger: i32 = row.get(0);
-        if last_ledger + 1 >= start as i32 && last_ledger < end as i32 {
-            tx.execute(
-                "WITH RECURSIVE run AS ( \
-                   SELECT sequence, hash FROM ledgers WHERE sequence = $1 + 1 \
-                   UNION ALL \
-                   SELECT l.sequence, l.hash FROM ledgers l JOIN run ON l.sequence = run.sequence + 1) \
-                 UPDATE ingest_cursor SET last_ledger = top.sequence, last_ledger_hash = top.hash, updated_at = now() \
-                 FROM (SELECT sequence, hash FROM run ORDER BY sequence DESC LIMIT 1) top",
-                &[&last_ledger],
-            )
-            .await?;
-        }
-    }
     tx.commit().await?;
+    if cursor.is_some_and(|c| c.last_ledger < end) {
+        advance_cursor_over_stored(client).await?;
+    }
     Ok((
         to_write.len(),
         to_write.iter().map(|l| l.payments.len()).sum(),
     ))
 }
 
+/// Moves the cursor over the ledgers stored contiguously right after it (filled by a
+/// backfill), in a transaction that locks the cursor row and nothing else. Returns the
+/// cursor's ledger afterwards, if there is a cursor.
+pub async fn advance_cursor_over_stored(
+    client: &mut Client,
+) -> Result<Option<u32>, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    let Some(row) = tx
+        .query_opt("SELECT last_ledger FROM ingest_cursor FOR UPDATE", &[])
+        .await?
+    else {
+        return Ok(None);
+    };
+    let last_ledger: i32 = row.get(0);
+    let moved = tx
+        .query_opt(
+            "WITH RECURSIVE run AS ( \
+               SELECT sequence, hash FROM ledgers WHERE sequence = $1 + 1 \
+               UNION ALL \
+               SELECT l.sequence, l.hash FROM ledgers l JOIN run ON l.sequence = run.sequence + 1) \
+             UPDATE ingest_cursor SET last_ledger = top.sequence, last_ledger_hash = top.hash, updated_at = now() \
+             FROM (SELECT sequence, hash FROM run ORDER BY sequence DESC LIMIT 1) top \
+             RETURNING ingest_cursor.last_ledger",
+            &[&last_ledger],
+        )
+        .await?
+        .map(|row| row.get::<_, i32>(0));
+    tx.commit().await?;
+    Ok(Some(moved.unwrap_or(last_ledger) as u32))
+}
+
 /// Contiguous missing ranges of ledgers between `from` and `to` (inclusive).
 pub async fn gaps(
-    client: &Object,
+    client: &impl GenericClient,
     from: u32,
     to: u32,
 ) -> Result<Vec<(u32, u32)>, tokio_postgres::Error> {
@@ -393,362 +575,5 @@ fn check_contiguous(batch: &[LedgerPayments]) -> Result<(), StoreError> {
             return Err(StoreError::NotContiguous(b.sequence));
         }
     }
-    Ok(())
-}
-
-/// A close time as stored: out-of-range values (never on a real chain) become the epoch.
-fn unix_seconds(unix: i64) -> i64 {
-    OffsetDateTime::from_unix_timestamp(unix)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
-        .unix_timestamp()
-}
-
-/// A muxed id is an unsigned 64-bit value; it is stored bit for bit in a bigint.
-fn muxed(id: Option<u64>) -> Option<i64> {
-    id.map(|id| id as i64)
-}
-
-fn direction(role: Role) -> i16 {
-    DirectionCode::from(role).code()
-}
-
-/// Writes every row of `batch` inside the caller's transaction; `ids` holds the
-/// dictionary ids of every address and asset of the batch.
-pub async fn write_rows(
-    tx: &tokio_postgres::Transaction<'_>,
-    ids: &BatchIds,
-    batch: &[&LedgerPayments],
-) -> Result<(), StoreError> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    copy_ledgers(tx, batch).await?;
-    copy_transactions(tx, batch).await?;
-    copy_payments(tx, batch).await?;
-    copy_index_rows(tx, ids, batch).await?;
-    upsert_activity(tx, ids, batch).await
-}
-
-fn account_id(
-    ids: &BatchIds,
-    address: &shared::payment::ParticipantAddress,
-) -> Result<i64, StoreError> {
-    ids.account(address).ok_or_else(|| {
-        StoreError::Dictionary(format!(
-            "no id resolved for address {}",
-            address.to_strkey()
-        ))
-    })
-}
-
-fn asset_id(ids: &BatchIds, asset: &shared::asset::Asset) -> Result<i32, StoreError> {
-    ids.asset(asset).ok_or_else(|| {
-        StoreError::Dictionary(format!("no id resolved for asset {}", asset.canonical()))
-    })
-}
-
-async fn copy_ledgers(
-    tx: &tokio_postgres::Transaction<'_>,
-    batch: &[&LedgerPayments],
-) -> Result<(), tokio_postgres::Error> {
-    let mut copy = CopyIn::start(
-        tx,
-        "COPY ledgers (sequence, hash, previous_hash, closed_at, protocol_version, transaction_count, \
-         successful_transaction_count, operation_count, payment_count) FROM STDIN BINARY",
-        9,
-    )
-    .await?;
-    for l in batch {
-        copy.row()
-            .await?
-            .i32(l.ledger.sequence as i32)
-            .bytes(&l.ledger.hash)
-            .bytes(&l.ledger.previous_hash)
-            .timestamp(unix_seconds(l.ledger.closed_at))
-            .i32(l.ledger.protocol_version as i32)
-            .i32(l.stats.transactions as i32)
-            .i32(l.stats.successful_transactions as i32)
-            .i32(l.stats.operations as i32)
-            .i32(l.payments.len() as i32);
-    }
-    copy.finish().await?;
-    Ok(())
-}
-
-async fn copy_transactions(
-    tx: &tokio_postgres::Transaction<'_>,
-    batch: &[&LedgerPayments],
-) -> Result<(), tokio_postgres::Error> {
-    let mut copy = CopyIn::start(
-        tx,
-        "COPY transactions (id, hash, ledger_sequence, closed_at, successful, source_account, source_muxed_id, \
-         source_sequence, fee_account, fee_muxed_id, inner_hash, fee_charged, max_fee, operation_count, memo_type, \
-         memo, min_time, max_time) FROM STDIN BINARY",
-        18,
-    )
-    .await?;
-    for t in batch.iter().flat_map(|l| l.transactions.iter()) {
-        let (memo_type, memo) = encode_memo(&t.memo);
-        let source = t.source.account.to_strkey();
-        let fee_account = t.fee_source.map(|f| f.account.to_strkey());
-        copy.row()
-            .await?
-            .i64(t.id.to_i64())
-            .bytes(&t.hash)
-            .i32(t.ledger_seq as i32)
-            .timestamp(unix_seconds(t.closed_at))
-            .bool(t.successful)
-            .text(&source)
-            .opt_i64(muxed(t.source.muxed_id))
-            .i64(t.source_sequence)
-            .opt_text(fee_account.as_deref())
-            .opt_i64(t.fee_source.and_then(|f| muxed(f.muxed_id)))
-            .opt_bytes(t.inner_hash.as_ref().map(|h| h.as_slice()))
-            .i64(t.fee_charged)
-            .i64(t.max_fee)
-            .i32(t.operation_count as i32)
-            .i16(memo_type)
-            .opt_bytes(memo.as_deref())
-            .opt_i64(t.time_bounds.map(|(min, _)| min as i64))
-            .opt_i64(t.time_bounds.map(|(_, max)| max as i64));
-    }
-    copy.finish().await?;
-    Ok(())
-}
-
-/// The typed columns of a payment row, shared with tests and the reader's decoding.
-#[derive(Debug, Default)]
-pub struct PaymentColumns {
-    /// Destination account.
-    pub destination: Option<String>,
-    /// Its muxed id.
-    pub destination_muxed_id: Option<i64>,
-    /// Asset received.
-    pub asset: Option<String>,
-    /// Amount received (or starting balance, or merged balance).
-    pub amount: Option<i64>,
-    /// Path payments' source asset.
-    pub source_asset: Option<String>,
-    /// Path payments' source amount.
-    pub source_amount: Option<i64>,
-    /// `source_max` or `destination_min`.
-    pub amount_limit: Option<i64>,
-    /// Path payments' path.
-    pub path: Option<Vec<String>>,
-    /// invoke_host_function details.
-    pub details: Option<InvokeDetails>,
-}
-
-/// Splits a record's kind into the payment table's columns.
-pub fn payment_columns(record: &PaymentRecord) -> PaymentColumns {
-    match &record.kind {
-        PaymentKind::CreateAccount {
-            account,
-            starting_balance,
-        } => PaymentColumns {
-            destination: Some(account.to_strkey()),
-            asset: Some("native".into()),
-            amount: Some(*starting_balance),
-            ..Default::default()
-        },
-        PaymentKind::Payment { to, asset, amount } => PaymentColumns {
-            destination: Some(to.account.to_strkey()),
-            destination_muxed_id: muxed(to.muxed_id),
-            asset: Some(asset.canonical()),
-            amount: Some(*amount),
-            ..Default::default()
-        },
-        PaymentKind::PathPayment {
-            to,
-            asset,
-            amount,
-            source_asset,
-            source_amount,
-            limit,
-            path,
-            ..
-        } => PaymentColumns {
-            destination: Some(to.account.to_strkey()),
-            destination_muxed_id: muxed(to.muxed_id),
-            asset: Some(asset.canonical()),
-            amount: Some(*amount),
-            source_asset: Some(source_asset.canonical()),
-            source_amount: Some(*source_amount),
-            amount_limit: Some(*limit),
-            path: Some(path.iter().map(|a| a.canonical()).collect()),
-            ..Default::default()
-        },
-        PaymentKind::AccountMerge { into, amount } => PaymentColumns {
-            destination: Some(into.account.to_strkey()),
-            destination_muxed_id: muxed(into.muxed_id),
-            asset: Some("native".into()),
-            amount: *amount,
-            ..Default::default()
-        },
-        PaymentKind::InvokeHostFunction {
-            function,
-            balance_changes,
-        } => PaymentColumns {
-            details: Some(InvokeDetails::new(function, balance_changes)),
-            ..Default::default()
-        },
-    }
-}
-
-async fn copy_payments(
-    tx: &tokio_postgres::Transaction<'_>,
-    batch: &[&LedgerPayments],
-) -> Result<(), tokio_postgres::Error> {
-    let mut copy = CopyIn::start(
-        tx,
-        "COPY payments (id, transaction_id, ledger_sequence, closed_at, type, successful, source_account, \
-         source_muxed_id, destination, destination_muxed_id, asset, amount, source_asset, source_amount, \
-         amount_limit, path, details) FROM STDIN BINARY",
-        17,
-    )
-    .await?;
-    for p in batch.iter().flat_map(|l| l.payments.iter()) {
-        let c = payment_columns(p);
-        let source = p.source.account.to_strkey();
-        copy.row()
-            .await?
-            .i64(p.id.to_i64())
-            .i64(p.transaction.id.to_i64())
-            .i32(p.transaction.ledger_seq as i32)
-            .timestamp(unix_seconds(p.transaction.closed_at))
-            .i16(p.payment_type().type_i())
-            .bool(p.successful())
-            .text(&source)
-            .opt_i64(muxed(p.source.muxed_id))
-            .opt_text(c.destination.as_deref())
-            .opt_i64(c.destination_muxed_id)
-            .opt_text(c.asset.as_deref())
-            .opt_i64(c.amount)
-            .opt_text(c.source_asset.as_deref())
-            .opt_i64(c.source_amount)
-            .opt_i64(c.amount_limit)
-            .opt_text_array(c.path.as_deref())
-            .opt_jsonb(c.details.as_ref());
-    }
-    copy.finish().await?;
-    Ok(())
-}
-
-/// History rows of every record: per account, per asset, per (account, asset).
-async fn copy_index_rows(
-    tx: &tokio_postgres::Transaction<'_>,
-    ids: &BatchIds,
-    batch: &[&LedgerPayments],
-) -> Result<(), StoreError> {
-    // (account, payment, direction, successful), (asset, payment, successful),
-    // (account, asset, payment, direction, successful)
-    let mut accounts: Vec<(i64, i64, i16, bool)> = Vec::new();
-    let mut assets: Vec<(i32, i64, bool)> = Vec::new();
-    let mut account_assets: Vec<(i64, i32, i64, i16, bool)> = Vec::new();
-    let mut record_assets: Vec<i32> = Vec::with_capacity(4);
-    for p in batch.iter().flat_map(|l| l.payments.iter()) {
-        let id = p.id.to_i64();
-        let ok = p.successful();
-        record_assets.clear();
-        for asset in p.assets() {
-            record_assets.push(asset_id(ids, &asset)?);
-        }
-        for &asset in &record_assets {
-            assets.push((asset, id, ok));
-        }
-        for participant in p.participants() {
-            let account = account_id(ids, &participant.address)?;
-            let dir = direction(participant.role);
-            for &asset in &record_assets {
-                account_assets.push((account, asset, id, dir, ok));
-            }
-            accounts.push((account, id, dir, ok));
-        }
-    }
-    // In index order: consecutive insertions land in the same, cached leaf pages.
-    accounts.sort_unstable();
-    assets.sort_unstable();
-    account_assets.sort_unstable();
-    let mut copy = CopyIn::start(
-        tx,
-        "COPY account_payments (account_id, payment_id, direction, successful) FROM STDIN BINARY",
-        4,
-    )
-    .await?;
-    for (account, id, dir, ok) in accounts {
-        copy.row().await?.i64(account).i64(id).i16(dir).bool(ok);
-    }
-    copy.finish().await?;
-    let mut copy = CopyIn::start(
-        tx,
-        "COPY asset_payments (asset_id, payment_id, successful) FROM STDIN BINARY",
-        3,
-    )
-    .await?;
-    for (asset, id, ok) in assets {
-        copy.row().await?.i32(asset).i64(id).bool(ok);
-    }
-    copy.finish().await?;
-    let mut copy = CopyIn::start(
-        tx,
-        "COPY account_asset_history (account_id, asset_id, payment_id, direction, successful) FROM STDIN BINARY",
-        5,
-    )
-    .await?;
-    for (account, asset, id, dir, ok) in account_assets {
-        copy.row()
-            .await?
-            .i64(account)
-            .i32(asset)
-            .i64(id)
-            .i16(dir)
-            .bool(ok);
-    }
-    copy.finish().await?;
-    Ok(())
-}
-
-/// Moves each touched address's last activity forward (never back: backfill of older
-/// ledgers must not regress it).
-async fn upsert_activity(
-    tx: &tokio_postgres::Transaction<'_>,
-    ids: &BatchIds,
-    batch: &[&LedgerPayments],
-) -> Result<(), StoreError> {
-    let mut newest: HashMap<i64, (i64, i32)> = HashMap::new();
-    for p in batch.iter().flat_map(|l| l.payments.iter()) {
-        for participant in p.participants() {
-            let entry = newest
-                .entry(account_id(ids, &participant.address)?)
-                .or_insert((i64::MIN, 0));
-            if p.id.to_i64() > entry.0 {
-                *entry = (p.id.to_i64(), p.transaction.ledger_seq as i32);
-            }
-        }
-    }
-    if newest.is_empty() {
-        return Ok(());
-    }
-    // A stable order keeps concurrent writers (live and backfill) from deadlocking on
-    // the rows they both touch.
-    let mut newest: Vec<_> = newest.into_iter().collect();
-    newest.sort_unstable_by_key(|(account, _)| *account);
-    let mut accounts = Vec::with_capacity(newest.len());
-    let mut payment_ids = Vec::with_capacity(newest.len());
-    let mut ledgers = Vec::with_capacity(newest.len());
-    for (account, (id, ledger)) in newest {
-        accounts.push(account);
-        payment_ids.push(id);
-        ledgers.push(ledger);
-    }
-    tx.execute(
-        "INSERT INTO account_last_activity (account_id, last_payment_id, last_ledger) \
-         SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[]) \
-         ON CONFLICT (account_id) DO UPDATE SET \
-           last_payment_id = GREATEST(account_last_activity.last_payment_id, EXCLUDED.last_payment_id), \
-           last_ledger = GREATEST(account_last_activity.last_ledger, EXCLUDED.last_ledger)",
-        &[&accounts, &payment_ids, &ledgers],
-    )
-    .await?;
     Ok(())
 }

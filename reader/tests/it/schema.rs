@@ -144,8 +144,7 @@ async fn schema_driven_requests_get_the_answers_the_document_promises() {
          (seed {seed}):\n{stdout}\n{stderr}"
     );
 
-    // The run reached every payments route's handler with valid and with invalid values,
-    // and no request was a 5xx.
+    // The run reached every payments route's handler with valid and with invalid values.
     let metrics = reader.get("/metrics").await.text().await.expect("metrics");
     let mut counts = requests_by_route(&metrics);
     for (key, n) in &before {
@@ -170,11 +169,9 @@ async fn schema_driven_requests_get_the_answers_the_document_promises() {
         assert!(n(found) >= 20.0, "{route}: {counts:?}\n{stdout}");
         assert!(n(&["400"]) >= 20.0, "{route}: {counts:?}\n{stdout}");
     }
-    let server_errors: Vec<_> = counts
-        .iter()
-        .filter(|((_, s), _)| s.starts_with('5'))
-        .collect();
-    assert!(server_errors.is_empty(), "{server_errors:?}\n{stdout}");
+    // No 5xx: schemathesis's own `not_a_server_error` check holds every one of its
+    // requests to that (the recorder is process-wide, and other tests of this binary
+    // provoke 503s on purpose, so the counters above are a floor, not this run alone).
 
     reader.stop().await;
     world.stop().await;

@@ -20,8 +20,9 @@ fn buffers(plan: &str) -> u64 {
 async fn time_bounds_are_one_index_probe() {
     let pg = blocking(PostgresCluster::start).expect("postgres");
     let url = pg.primary_url();
-    let pool = writer::db::pool(&url, 2).expect("pool");
-    writer::db::migrate(&pool).await.expect("migrations");
+    writer::db::migrate_when_unlocked(&url, &tokio_util::sync::CancellationToken::new(), || {})
+        .await
+        .expect("migrations");
     let sql =
         |text: String| blocking(|| pg.psql(pg.primary_port(), "payments", &text)).expect("psql");
     sql("INSERT INTO ledgers (sequence, hash, previous_hash, closed_at, protocol_version, \

@@ -34,6 +34,10 @@ use crate::toid::Toid;
 /// How deep XDR nesting may go when decoding untrusted bytes (contract values nest).
 const MAX_XDR_DEPTH: u32 = 512;
 
+/// No `LedgerCloseMeta` is shorter than this (its ledger header alone is longer): bounds
+/// what an untrusted ledger count may reserve.
+const MIN_LEDGER_XDR_BYTES: usize = 256;
+
 /// Decodes one `LedgerCloseMeta` from its XDR. The whole input must be one value: the
 /// decoder is bounded by the input length, so hostile length prefixes cannot make it
 /// allocate more than the input holds.
@@ -125,7 +129,10 @@ impl Extractor {
             return Err(decode_error(Some(start), stellar_xdr::Error::Invalid));
         }
         let mut offset = 12;
-        let mut out = Vec::with_capacity(count as usize);
+        // The count is untrusted: room is reserved only for as many ledgers as the bytes
+        // that follow can hold (hostile headers declare billions).
+        let room = bytes.len().saturating_sub(offset) / MIN_LEDGER_XDR_BYTES;
+        let mut out = Vec::with_capacity((count as usize).min(room));
         for expected in start..=end {
             let (scanned, consumed) = scan::scan_ledger(&bytes[offset..], MAX_XDR_DEPTH)
                 .map_err(|(e, ledger)| decode_error(ledger.or(Some(expected)), e))?;

@@ -237,3 +237,40 @@ proptest! {
         }
     }
 }
+
+/// A data-lake batch header is 12 bytes (first ledger, last ledger, ledger count) and
+/// nothing in it can be trusted: one that declares four billion ledgers, bare or followed
+/// by one real ledger, is refused with a decode error instead of reserving memory for
+/// the count (which would abort the process).
+#[test]
+fn hostile_batch_headers_reserve_nothing_and_fail_cleanly() {
+    let ledger = fixture_bytes(common::PUBNET_LEDGERS[0]);
+    let seq = shared::ledger_file::ledger_seq(&fixture(common::PUBNET_LEDGERS[0]));
+    let headers: Vec<Vec<u8>> = vec![
+        // start 1, end u32::MAX: u32::MAX ledgers declared, none present.
+        [1u32, u32::MAX, u32::MAX]
+            .iter()
+            .flat_map(|w| w.to_be_bytes())
+            .collect(),
+        // The real first ledger, then nothing of the other four billion.
+        [seq, u32::MAX, u32::MAX - seq + 1]
+            .iter()
+            .flat_map(|w| w.to_be_bytes())
+            .chain(ledger.iter().copied())
+            .collect(),
+    ];
+    for bytes in headers {
+        let mut extractor = Extractor::new(Network::pubnet());
+        let error = extractor
+            .extract_batch_xdr(&bytes)
+            .expect_err("a batch short of its declared ledgers is refused");
+        assert!(matches!(error.kind, ExtractErrorKind::Decode(_)), "{error}");
+        // The same batch as a data-lake file: the full decoder refuses it too.
+        let compressed = zstd::encode_all(bytes.as_slice(), 1).expect("zstd");
+        let refused = shared::ledger_file::read_ledger_bytes(
+            std::path::Path::new("FFFFFFFF--0.xdr.zstd"),
+            &compressed,
+        );
+        assert!(refused.is_err(), "hostile batch file accepted");
+    }
+}

@@ -36,8 +36,14 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<()> {
         HistorySource::DataLake(lake)
     };
     let pool = crate::db::pool(&args.database.database_url, args.workers.max(1) + 1)?;
-    crate::db::migrate(&pool).await.context("migrations")?;
     let shutdown = shared::shutdown::stop_token()?;
+    crate::db::migrate_when_unlocked(&args.database.database_url, &shutdown, || {
+        eprintln!(
+            "migrations are pending and a writer holds the writer lock: waiting until it stops"
+        )
+    })
+    .await
+    .context("migrations")?;
     let config = BackfillConfig {
         from: args.from,
         to: args.to,
@@ -45,6 +51,7 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<()> {
         chunk_ledgers: args.chunk_ledgers.max(1),
         network_passphrase: network.passphrase().to_owned(),
         retry: RetryPolicy::default(),
+        max_commit_attempts: args.max_commit_attempts,
     };
     let report = backfill::run(pool, source, extractor, config, !args.quiet, shutdown).await?;
     let seconds = report.elapsed.as_secs_f64().max(0.001);

@@ -21,7 +21,7 @@ pub async fn run(args: &GapsArgs) -> anyhow::Result<()> {
     };
     let from = args.from.unwrap_or(min as u32);
     let to = args.to.unwrap_or(max as u32);
-    let gaps = crate::store::gaps(&client, from, to)
+    let gaps = crate::store::gaps(&**client, from, to)
         .await
         .context("finding gaps")?;
     if gaps.is_empty() {

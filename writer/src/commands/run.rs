@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::announce::{AnnounceConfig, TipAnnouncer};
 use crate::cli::RunArgs;
 use crate::live::{self, LiveConfig, LiveError};
-use crate::lock::WriterLock;
+use crate::lock::{LockConfig, WriterLock};
 use crate::source::{RetryPolicy, RpcSource};
 use crate::status::{self, Role, Status};
 
@@ -38,26 +38,63 @@ pub async fn run_until_shutdown(
     let network = args.network.network();
     status.set_role(Role::Starting);
     let pool = crate::db::pool(&args.database.database_url, 4)?;
+    let poll = Duration::from_millis(args.standby_poll_ms);
+    let lock_config = LockConfig {
+        url: args.database.database_url.clone(),
+        poll,
+        lease_ttl: Duration::from_millis(args.lease_ttl_ms.max(100)),
+    };
+    let mut lost_before = false;
     loop {
+        if lost_before {
+            // A writer that just lost the lock lets a healthy standby take it first.
+            tokio::select! {
+                () = shutdown.cancelled() => {
+                    status.set_role(Role::Stopping);
+                    return Ok(());
+                }
+                () = tokio::time::sleep(poll * 3) => {}
+            }
+        }
         let standby_status = status.clone();
-        let lock = WriterLock::acquire(
-            &args.database.database_url,
-            Duration::from_millis(args.standby_poll_ms),
-            &shutdown,
-            move || standby_status.set_role(Role::Standby),
-        )
+        let lock = WriterLock::acquire(&lock_config, &shutdown, move || {
+            standby_status.set_role(Role::Standby)
+        })
         .await
         .context("writer lock")?;
-        let Some(lock) = lock else {
+        let Some(mut lock) = lock else {
             status.set_role(Role::Stopping);
             return Ok(());
         };
-        status.set_role(Role::Active);
-        tracing::info!("writer lock taken: this writer is active");
-        let applied = crate::db::migrate(&pool).await.context("migrations")?;
-        if applied > 0 {
-            tracing::info!(applied, "migrations applied");
+        tracing::info!("writer lock taken");
+        // Migrations run on the lock session: nothing else writes meanwhile.
+        let prepared = match crate::db::migrate_holding_lock(lock.client()).await {
+            Ok(applied) => {
+                if applied > 0 {
+                    tracing::info!(applied, "migrations applied");
+                }
+                lock.take_lease(pool.clone(), lock_config.lease_ttl)
+                    .await
+                    .map_err(crate::db::DbError::from)
+            }
+            Err(e) => Err(e),
+        };
+        match prepared {
+            Ok(epoch) => tracing::info!(epoch, "writer lease taken: this writer is active"),
+            Err(e) if lock.lost().is_cancelled() || lock.client().is_closed() => {
+                tracing::error!(error = %e, "writer lock lost while starting; competing again");
+                status.set_role(Role::Starting);
+                lost_before = true;
+                continue;
+            }
+            Err(e) => {
+                status.set_role(Role::Failed);
+                status.set_error(Some(e.to_string()));
+                lock.release().await;
+                return Err(e).context("migrations");
+            }
         }
+        status.set_role(Role::Active);
         let retry = RetryPolicy {
             max: Duration::from_millis(args.max_backoff_ms),
             max_bad_attempts: args.max_bad_ledger_attempts.max(1),
@@ -80,7 +117,9 @@ pub async fn run_until_shutdown(
             start: args.start,
             poll_interval: Duration::from_millis(args.poll_interval_ms),
             retry,
-            retention_recheck: Duration::from_secs(30),
+            retention_recheck: Duration::from_millis(args.retention_recheck_ms),
+            lock_check: (lock_config.lease_ttl / 4).max(Duration::from_millis(250)),
+            max_commit_attempts: args.max_commit_attempts.max(1),
         };
         let outcome = live::run(
             pool.clone(),
@@ -88,7 +127,7 @@ pub async fn run_until_shutdown(
             config,
             status.clone(),
             announcer,
-            lock.lost(),
+            &mut lock,
             shutdown.clone(),
         )
         .await;
@@ -103,6 +142,7 @@ pub async fn run_until_shutdown(
                 tracing::error!("writer lock lost; competing for it again");
                 status.set_role(Role::Starting);
                 drop(lock);
+                lost_before = true;
             }
             Err(error) => {
                 status.set_role(Role::Failed);

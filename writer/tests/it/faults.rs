@@ -215,3 +215,62 @@ async fn another_network_or_a_broken_hash_chain_is_refused() {
         "nothing past the break"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_run_before_the_retention_window_is_closed_by_the_printed_backfill() {
+    let cluster = PostgresCluster::start().expect("postgres");
+    let reference = reference_dump(&cluster, "reference").await;
+    let chain = fixture_chain();
+    let last = FIRST + chain.len() as u32 - 1;
+    let sim = simnet(chain.clone(), chain.len()).await;
+    sim.set_faults(Faults {
+        retention: Some(4),
+        ..Faults::default()
+    });
+    let oldest = sim.oldest();
+    assert!(oldest > FIRST);
+    let url = create_database(&cluster.primary_url(), "before_retention").await;
+    // An empty database and `--start` older than the RPC keeps.
+    let writer = InProcessWriter::start(run_args(
+        &url,
+        &sim.url(),
+        &["--retention-recheck-ms", "200"],
+    ));
+    let status = writer.status.clone();
+    wait_until(
+        "the retention gap to be reported",
+        Duration::from_secs(30),
+        || status.snapshot().retention_gap.is_some(),
+    )
+    .await;
+    let remedy = status.snapshot().retention_gap.expect("gap").remedy;
+
+    // Run exactly the command the writer printed, against a data lake of the chain.
+    let lake = crate::support::write_lake(&chain, 1, 4);
+    let command = remedy
+        .split('`')
+        .find(|part| part.starts_with("writer backfill"))
+        .unwrap_or_else(|| panic!("no backfill command in {remedy:?}"))
+        .replace("DATALAKE_DIR", &lake.path().display().to_string());
+    assert!(
+        command.contains(&format!("--from {FIRST} --to {}", oldest - 1)),
+        "{command}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_writer"))
+        .args(command.split_whitespace().skip(1))
+        .args(["--quiet"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .expect("backfill runs");
+    assert!(
+        out.status.success(),
+        "{command}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The live writer follows the backfilled ledgers and goes on from the RPC.
+    writer.wait_for(last, Duration::from_secs(30)).await;
+    writer.stop().await.expect("clean stop");
+    assert_eq!(cursor(&url).await, Some(last));
+    assert_eq!(dump(&url).await, reference, "contiguous, nothing twice");
+}

@@ -6,6 +6,10 @@
 mod backfill;
 mod crash_safety;
 mod extract_command;
+mod failures;
 mod faults;
 mod live_ingestion;
+mod lock_fencing;
+mod lock_order;
+mod migrations;
 mod support;
