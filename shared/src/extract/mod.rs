@@ -8,6 +8,7 @@
 mod error;
 mod events;
 mod scan;
+pub mod verify;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use stellar_xdr::{
 
 pub use error::{ExtractError, ExtractErrorKind, TxLocation};
 use events::{sac_balance_change, topic_symbol, SacRegistry};
+pub use verify::{verify_ledger, HashCheck};
 
 use crate::address::{AccountId, Address, MuxedAccountId};
 use crate::asset::Asset;
@@ -102,7 +104,9 @@ impl Extractor {
                 ExtractErrorKind::TrailingBytes(bytes.len() - consumed),
             ));
         }
-        self.extract_view(&LedgerView::Scanned(&scanned))
+        let payments = self.extract_view(&LedgerView::Scanned(&scanned))?;
+        verify::check(&scanned.header, &scanned.hashes)?;
+        Ok(payments)
     }
 
     /// Extracts every ledger of a `LedgerCloseMetaBatch` (a data-lake file, uncompressed)
@@ -131,6 +135,7 @@ impl Extractor {
                 .map_err(|(e, ledger)| decode_error(ledger.or(Some(expected)), e))?;
             offset += consumed;
             let payments = self.extract_view(&LedgerView::Scanned(&scanned))?;
+            verify::check(&scanned.header, &scanned.hashes)?;
             if payments.ledger.sequence != expected {
                 return Err(decode_error(Some(expected), stellar_xdr::Error::Invalid));
             }
@@ -147,7 +152,9 @@ impl Extractor {
 
     /// Extracts the payments of one decoded ledger.
     pub fn extract(&mut self, meta: &LedgerCloseMeta) -> Result<LedgerPayments, ExtractError> {
-        self.extract_view(&LedgerView::Full(meta))
+        let payments = self.extract_view(&LedgerView::Full(meta))?;
+        verify_ledger(meta)?;
+        Ok(payments)
     }
 
     fn extract_view(&mut self, ledger: &LedgerView<'_>) -> Result<LedgerPayments, ExtractError> {
