@@ -13,6 +13,8 @@ pub mod db;
 pub mod dictionary;
 pub mod live;
 pub mod lock;
+pub mod paging;
+pub mod rpc;
 pub mod source;
 pub mod status;
 pub mod store;

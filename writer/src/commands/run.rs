@@ -39,6 +39,7 @@ pub async fn run_until_shutdown(
 ) -> anyhow::Result<()> {
     let network = args.network.network();
     status.set_role(Role::Starting);
+    status.set_stall_after(Duration::from_secs(args.stall_after_secs.max(1)));
     let pool = crate::db::pool(&args.database.database_url, 4)?;
     loop {
         let standby_status = status.clone();
@@ -68,7 +69,7 @@ pub async fn run_until_shutdown(
         let source = RpcSource::new(
             &args.rpc_url,
             Duration::from_secs(args.rpc_timeout_secs),
-            args.page_limit,
+            args.page_budget(),
             Extractor::new(network.clone()),
         )?;
         let announcer =
@@ -83,6 +84,7 @@ pub async fn run_until_shutdown(
             poll_interval: Duration::from_millis(args.poll_interval_ms),
             retry,
             retention_recheck: Duration::from_secs(30),
+            prefetch_bytes: args.page_budget().in_flight_bytes,
         };
         let outcome = live::run(
             pool.clone(),
