@@ -151,6 +151,9 @@ pub enum BenchCommand {
     /// Live latency from the RPC closing a ledger to its rows on a streaming replica,
     /// through the real writer, against plain replication latency in the same run.
     LiveLatency(crate::bench::live_latency::LiveLatencyArgs),
+    /// Catch-up of the real writer over pubnet-sized ledgers from the RPC simulator, against
+    /// the extraction ceiling of the same ledgers, with peak RSS and CPU per ledger.
+    Catchup(crate::bench::catchup::CatchupBenchArgs),
     /// Backfill throughput of a synthetic data lake through the real writer, against a raw
     /// COPY of the same rows, with peak RSS and 1, 2, 4 workers.
     Backfill(crate::bench::backfill::BackfillBenchArgs),
@@ -194,6 +197,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Synth(SynthCommand::Datalake(args)) => run_synth_datalake(&args),
         Command::Bench(BenchCommand::LiveLatency(args)) => {
             async_runtime()?.block_on(crate::bench::live_latency::run(&args))
+        }
+        Command::Bench(BenchCommand::Catchup(args)) => {
+            async_runtime()?.block_on(crate::bench::catchup::run(&args))
         }
         Command::Bench(BenchCommand::Backfill(args)) => {
             async_runtime()?.block_on(crate::bench::backfill::run(&args))

@@ -20,7 +20,7 @@ use crate::params::{
     ADDRESS_PATTERN, ASSET_PATTERN, DEFAULT_LIMIT, HASH_PATTERN, MAX_CURSOR, MAX_LEDGER, MAX_LIMIT,
 };
 
-/// Examples, all from the recorded pubnet fixtures (`shared/fixtures`).
+/// Examples, all from the recorded pubnet ledgers (`testdata/`).
 mod example {
     /// The receiver of a native payment in ledger 30820015.
     pub const ACCOUNT: &str = "GAHK7EEG2WWHVKDNT4CEQFZGKF2LGDSW2IVM4S5DP42RBW3K6BTODB4A";

@@ -110,9 +110,25 @@ pub struct RunArgs {
     /// Pause between polls once at the tip, in milliseconds.
     #[arg(long, env = "WRITER_POLL_INTERVAL_MS", default_value_t = 1000)]
     pub poll_interval_ms: u64,
-    /// Ledgers per getLedgers page (and per database transaction), at most 200.
+    /// Most ledgers per getLedgers page (and per database transaction), at most 200; pages
+    /// are sized by `--page-mib` within this bound.
     #[arg(long, env = "WRITER_PAGE_LIMIT", default_value_t = 200)]
     pub page_limit: usize,
+    /// Byte budget of one getLedgers answer, in MiB: the page size in ledgers adapts to
+    /// the ledgers' size so an answer stays about this large.
+    #[arg(long, env = "WRITER_PAGE_MIB", default_value_t = 16)]
+    pub page_mib: u32,
+    /// Largest getLedgers answer accepted, in MiB; a larger one is asked for again in
+    /// smaller pages.
+    #[arg(long, env = "WRITER_RPC_MAX_RESPONSE_MIB", default_value_t = 64)]
+    pub rpc_max_response_mib: u32,
+    /// Fetched ledgers held ahead of the database, in MiB of XDR: bounds the prefetch.
+    #[arg(long, env = "WRITER_PREFETCH_MIB", default_value_t = 64)]
+    pub prefetch_mib: u32,
+    /// An active writer that has committed nothing for this long while the RPC has newer
+    /// ledgers reports itself unhealthy (`/health` 503), in seconds.
+    #[arg(long, env = "WRITER_STALL_AFTER_SECS", default_value_t = 60)]
+    pub stall_after_secs: u64,
     /// RPC request timeout, in seconds.
     #[arg(long, env = "WRITER_RPC_TIMEOUT_SECS", default_value_t = 30)]
     pub rpc_timeout_secs: u64,
@@ -148,6 +164,21 @@ pub struct RunArgs {
     /// Log as JSON lines.
     #[arg(long, env = "LOG_JSON")]
     pub log_json: bool,
+}
+
+impl RunArgs {
+    /// The RPC source's byte budget from the arguments.
+    pub fn page_budget(&self) -> crate::paging::PageBudget {
+        let mib = |n: u32| (n as usize).saturating_mul(crate::paging::MIB);
+        crate::paging::PageBudget {
+            page_bytes: mib(self.page_mib),
+            max_response_bytes: u32::try_from(mib(self.rpc_max_response_mib.min(4095)))
+                .unwrap_or(u32::MAX),
+            max_ledgers: self.page_limit,
+            in_flight_bytes: mib(self.prefetch_mib),
+        }
+        .sanitized()
+    }
 }
 
 /// Network selection shared by the commands.

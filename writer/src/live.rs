@@ -1,19 +1,21 @@
 //! Live ingestion: follow the RPC from the cursor to the tip and stay there.
 //!
-//! A fetcher task pulls `getLedgers` pages and extracts them while the previous page is
-//! being written, so network, decoding and the database overlap; the channel between
-//! them holds one page, which bounds memory. The committer writes each page as one
-//! transaction on the writer-lock session (so a writer that lost the lock cannot commit),
-//! retrying transient database failures with backoff and deterministic ones a bounded
-//! number of times, checks that session's liveness while idle, and announces the new
-//! tip. Shutdown is checked between batches and during every backoff: a batch in flight
-//! commits or rolls back.
+//! A fetcher task pulls `getLedgers` pages and extracts them while earlier pages are
+//! being written, so network, decoding and the database overlap. What it holds ahead of
+//! the database is bounded in bytes, not pages: each page takes permits for its size on
+//! the wire from a semaphore of `prefetch_bytes` before it is fetched, and gives them back
+//! once committed (a page larger than the whole budget still goes, alone). The committer
+//! writes each page as one transaction on the writer-lock session (so a writer that lost
+//! the lock cannot commit), retrying transient database failures with backoff and
+//! deterministic ones a bounded number of times, checks that session's liveness while
+//! idle, and announces the new tip. Shutdown is checked between batches and during every
+//! backoff: a batch in flight commits or rolls back.
 
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use shared::LedgerPayments;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::announce::{Tip, TipAnnouncer};
@@ -69,6 +71,8 @@ pub struct LiveConfig {
     /// Attempts at a batch that fails with a database error that may be deterministic
     /// (a constraint violation, disk full, an encoding error) before ingestion stops.
     pub max_commit_attempts: u32,
+    /// Fetched pages held ahead of the database, in bytes on the wire.
+    pub prefetch_bytes: usize,
 }
 
 /// Why live ingestion stopped.
@@ -108,7 +112,8 @@ pub enum LiveError {
 enum FromFetcher {
     Batch {
         ledgers: Vec<LedgerPayments>,
-        rpc_latest: u32,
+        /// The page's share of the prefetch budget, given back once it is committed.
+        permit: OwnedSemaphorePermit,
     },
     Fatal(FetchError),
 }
@@ -184,7 +189,8 @@ pub async fn run(
     };
     tracing::info!(next, "live ingestion starts");
 
-    let (to_committer, mut from_fetcher) = mpsc::channel::<FromFetcher>(1);
+    // The semaphore bounds the pages in flight; the channel's count never binds before it.
+    let (to_committer, mut from_fetcher) = mpsc::channel::<FromFetcher>(4096);
     let fetcher_stop = shutdown.child_token();
     let fetcher = tokio::spawn(fetch_loop(
         pool.clone(),
@@ -239,11 +245,10 @@ async fn commit_loop(
         let Some(message) = message else {
             return Ok(());
         };
-        let (ledgers, rpc_latest) = match message {
+        let (ledgers, permit) = match message {
             FromFetcher::Batch {
-                ledgers,
-                rpc_latest,
-            } => (ledgers, rpc_latest),
+                ledgers, permit, ..
+            } => (ledgers, permit),
             FromFetcher::Fatal(error) => return Err(error.into()),
         };
         let started = Instant::now();
@@ -254,13 +259,14 @@ async fn commit_loop(
         };
         metrics::histogram!("writer_batch_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("writer_batch_ledgers").record(summary.ledgers as f64);
-        status.set_rpc_latest(rpc_latest);
         status.committed(
             summary.last_ledger,
             summary.last_closed_at,
             summary.ledgers,
             summary.payments,
         );
+        drop(ledgers);
+        drop(permit);
         announcer.announce(Tip {
             sequence: summary.last_ledger,
             hash: hex::encode(summary.last_ledger_hash),
@@ -352,6 +358,60 @@ async fn commit_with_retry(
     }
 }
 
+/// The prefetch budget as semaphore permits of 1 KiB each.
+struct Prefetch {
+    permits: std::sync::Arc<Semaphore>,
+    total: u32,
+}
+
+impl Prefetch {
+    fn new(bytes: usize) -> Self {
+        let total = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX >> 3)
+            .max(1);
+        Self {
+            permits: std::sync::Arc::new(Semaphore::new(total as usize)),
+            total,
+        }
+    }
+
+    /// Permits for `bytes`, at most the whole budget (a page larger than the budget goes
+    /// alone).
+    fn permits_for(&self, bytes: usize) -> u32 {
+        u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.total)
+    }
+
+    fn record(&self) {
+        let held = self.total as usize - self.permits.available_permits().min(self.total as usize);
+        metrics::gauge!("writer_prefetch_bytes").set((held * 1024) as f64);
+    }
+}
+
+/// Waits for `n` permits; while waiting (the database is behind), keeps the RPC's tip in
+/// the status fresh so lag stays true. `None` on stop.
+async fn acquire(
+    prefetch: &Prefetch,
+    n: u32,
+    source: &RpcSource,
+    status: &Status,
+    stop: &CancellationToken,
+) -> Option<OwnedSemaphorePermit> {
+    loop {
+        let wait = prefetch.permits.clone().acquire_many_owned(n);
+        tokio::select! {
+            () = stop.cancelled() => return None,
+            permit = wait => return permit.ok(),
+            () = tokio::time::sleep(Duration::from_secs(2)) => {
+                if let Ok((latest, _)) = source.range().await {
+                    status.set_rpc_latest(latest);
+                }
+            }
+        }
+    }
+}
+
 async fn fetch_loop(
     pool: Pool,
     source: std::sync::Arc<RpcSource>,
@@ -361,12 +421,19 @@ async fn fetch_loop(
     to_committer: mpsc::Sender<FromFetcher>,
     stop: CancellationToken,
 ) {
+    let prefetch = Prefetch::new(config.prefetch_bytes.max(source.budget().page_bytes));
     let mut transport_attempt = 0u32;
     let mut bad: Option<(u32, u32)> = None; // (ledger, attempts)
     loop {
         if stop.is_cancelled() {
             return;
         }
+        // A page's budget is taken before it is fetched, so the answer being read counts.
+        let want = prefetch.permits_for(source.budget().page_bytes);
+        let Some(mut permit) = acquire(&prefetch, want, &source, &status, &stop).await else {
+            return;
+        };
+        prefetch.record();
         let fetched = tokio::select! {
             () = stop.cancelled() => return,
             fetched = source.fetch(next) => fetched,
@@ -374,6 +441,7 @@ async fn fetch_loop(
         let pause = match fetched {
             Ok(Fetched::Ledgers {
                 ledgers,
+                bytes,
                 rpc_latest,
                 ..
             }) => {
@@ -384,9 +452,21 @@ async fn fetch_loop(
                     continue;
                 };
                 status.set_rpc_latest(rpc_latest);
+                // Settle the page's share at its real size.
+                let need = prefetch.permits_for(bytes);
+                if need < want {
+                    drop(permit.split((want - need) as usize));
+                } else if need > want {
+                    let Some(more) = acquire(&prefetch, need - want, &source, &status, &stop).await
+                    else {
+                        return;
+                    };
+                    permit.merge(more);
+                }
+                prefetch.record();
                 tokio::select! {
                     () = stop.cancelled() => return,
-                    sent = to_committer.send(FromFetcher::Batch { ledgers, rpc_latest }) => {
+                    sent = to_committer.send(FromFetcher::Batch { ledgers, permit }) => {
                         if sent.is_err() { return; }
                     }
                 }

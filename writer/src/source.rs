@@ -1,17 +1,23 @@
 //! Ledgers from Stellar RPC (`getLedgers`), decoded and extracted, with faults sorted
 //! into what to retry and what to stop on.
 //!
-//! Transport faults (timeouts, HTTP 5xx, JSON-RPC internal errors) are retried forever
-//! with capped exponential backoff: the RPC comes back or an operator intervenes. A
-//! ledger that arrives but cannot be used (malformed or truncated XDR, a missing or
-//! out-of-order ledger) is fetched again, and if it stays bad for `max_bad_attempts`
-//! fetches ingestion stops with an error naming it: a ledger is never skipped.
+//! Pages are sized by bytes ([`crate::paging`]): the source never asks for an answer over
+//! its response cap, and an answer that still comes out too large is asked for again in
+//! halves within the same fetch. Transport faults (timeouts, HTTP 5xx, JSON-RPC internal
+//! errors) are retried forever with capped exponential backoff: the RPC comes back or an
+//! operator intervenes. A ledger that arrives but cannot be used (malformed or truncated
+//! XDR, hashes that do not match its header, a missing or out-of-order ledger) is fetched
+//! again, and if it stays bad for `max_bad_attempts` fetches ingestion stops with an error
+//! naming it: a ledger is never skipped, and a bad one never stored.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use base64::Engine as _;
 use shared::{Extractor, LedgerPayments};
-use stellar_rpc_client::{Client, LedgerStart};
+
+use crate::paging::{PageBudget, PageSizer, Shrunk};
+use crate::rpc::{RpcClient, RpcError};
 
 /// How the source retries.
 #[derive(Clone, Debug)]
@@ -50,6 +56,8 @@ pub enum Fetched {
     Ledgers {
         /// The ledgers.
         ledgers: Vec<LedgerPayments>,
+        /// Bytes the page took on the wire (about: the XDR text of its ledgers).
+        bytes: usize,
         /// The RPC's newest ledger when it answered.
         rpc_latest: u32,
         /// Its close time.
@@ -104,17 +112,17 @@ impl FetchError {
 
 /// A Stellar RPC endpoint as a source of extracted ledgers.
 pub struct RpcSource {
-    client: Client,
+    client: RpcClient,
     timeout: Duration,
-    page_limit: usize,
+    sizer: Mutex<PageSizer>,
     extractor: Extractor,
 }
 
 impl std::fmt::Debug for RpcSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RpcSource")
-            .field("url", &self.client.base_url())
-            .field("page_limit", &self.page_limit)
+            .field("url", &self.client.url())
+            .field("budget", &self.budget())
             .finish()
     }
 }
@@ -122,32 +130,67 @@ impl std::fmt::Debug for RpcSource {
 /// JSON-RPC "invalid request": what RPC answers for a start ledger outside its range.
 const INVALID_REQUEST: i32 = -32600;
 
-fn transport(error: stellar_rpc_client::Error) -> FetchError {
+fn transport(error: RpcError) -> FetchError {
     FetchError::Transport(error.to_string())
 }
 
+/// What `getLedgers` said.
+enum Page {
+    Answer(stellar_rpc_client::GetLedgersResponse),
+    /// The start ledger is outside what the RPC serves: at the tip or before retention.
+    OutOfRange(String),
+}
+
+/// About the bytes a ledger took in the `getLedgers` answer.
+fn wire_bytes(ledger: &stellar_rpc_client::Ledger) -> usize {
+    ledger.metadata_xdr.len()
+        + ledger.header_xdr.len()
+        + ledger.hash.len()
+        + ledger.ledger_close_time.len()
+        + 128
+}
+
 impl RpcSource {
-    /// A source for `url`; each request times out after `timeout`.
+    /// A source for `url` sized by `budget`; each request times out after `timeout`.
     pub fn new(
         url: &str,
         timeout: Duration,
-        page_limit: usize,
+        budget: PageBudget,
         extractor: Extractor,
     ) -> Result<Self, FetchError> {
-        let client = Client::new(url).map_err(transport)?;
+        let sizer = PageSizer::new(budget);
+        let budget = sizer.budget();
+        // jsonrpsee's own timeout is a backstop; ours names the duration.
+        let client = RpcClient::new(
+            url,
+            timeout + Duration::from_secs(1),
+            budget.max_response_bytes,
+        )
+        .map_err(transport)?;
         Ok(Self {
             client,
             timeout,
-            page_limit: page_limit.clamp(1, 200),
+            sizer: Mutex::new(sizer),
             extractor,
         })
+    }
+
+    /// The byte budget in force.
+    pub fn budget(&self) -> PageBudget {
+        self.sizer().budget()
+    }
+
+    fn sizer(&self) -> std::sync::MutexGuard<'_, PageSizer> {
+        self.sizer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Bounds an RPC call by the request timeout.
     async fn timed<T>(
         &self,
-        call: impl std::future::Future<Output = Result<T, stellar_rpc_client::Error>>,
-    ) -> Result<Result<T, stellar_rpc_client::Error>, FetchError> {
+        call: impl std::future::Future<Output = Result<T, RpcError>>,
+    ) -> Result<Result<T, RpcError>, FetchError> {
         tokio::time::timeout(self.timeout, call)
             .await
             .map_err(|_| FetchError::Transport(format!("no answer within {:?}", self.timeout)))
@@ -178,17 +221,54 @@ impl RpcSource {
         Ok((health.latest_ledger, health.oldest_ledger))
     }
 
+    /// One `getLedgers` page from `start`, as large as the byte budget allows: an answer
+    /// over the response cap is asked for again with fewer ledgers.
+    async fn page(&self, start: u32) -> Result<Page, FetchError> {
+        loop {
+            let limit = self.sizer().limit();
+            metrics::gauge!("writer_rpc_page_limit_ledgers").set(limit as f64);
+            match self.timed(self.client.get_ledgers(start, limit)).await? {
+                Ok(page) => {
+                    let bytes: usize = page.ledgers.iter().map(wire_bytes).sum();
+                    self.sizer().answered(page.ledgers.len(), bytes);
+                    metrics::histogram!("writer_rpc_page_bytes").record(bytes as f64);
+                    return Ok(Page::Answer(page));
+                }
+                Err(RpcError::TooLarge { cap }) => {
+                    metrics::counter!("writer_rpc_pages_too_large_total").increment(1);
+                    let shrunk = self.sizer().too_large(limit);
+                    match shrunk {
+                        Shrunk::To(next) => {
+                            tracing::warn!(
+                                start,
+                                asked = limit,
+                                next,
+                                cap,
+                                "getLedgers answer over the response cap; asking for fewer ledgers"
+                            );
+                        }
+                        Shrunk::SingleLedgerTooLarge => {
+                            return Err(FetchError::Transport(format!(
+                                "ledger {start} alone is larger than the response cap of {cap} bytes: \
+                                 raise --rpc-max-response-mib"
+                            )));
+                        }
+                    }
+                }
+                Err(RpcError::Call { code, message }) if code == INVALID_REQUEST => {
+                    // Out of the RPC's range: the caller finds out on which side.
+                    return Ok(Page::OutOfRange(message));
+                }
+                Err(e) => return Err(transport(e)),
+            }
+        }
+    }
+
     /// Fetches and extracts ledgers from `start` on, at most one page.
     pub async fn fetch(&self, start: u32) -> Result<Fetched, FetchError> {
-        let request =
-            self.client
-                .get_ledgers(LedgerStart::Ledger(start), Some(self.page_limit), None);
-        let page = match self.timed(request).await? {
-            Ok(page) => page,
-            Err(stellar_rpc_client::Error::JsonRpc(jsonrpsee_core::ClientError::Call(call)))
-                if call.code() == INVALID_REQUEST =>
-            {
-                // Out of the RPC's range: find out on which side.
+        let page = match self.page(start).await? {
+            Page::Answer(page) => page,
+            Page::OutOfRange(message) => {
                 let (latest, oldest) = self.range().await?;
                 return Ok(if start > latest {
                     Fetched::AtTip { rpc_latest: latest }
@@ -196,12 +276,10 @@ impl RpcSource {
                     Fetched::BeforeRetention { rpc_oldest: oldest }
                 } else {
                     return Err(FetchError::Transport(format!(
-                        "getLedgers refused ledger {start}: {}",
-                        call.message()
+                        "getLedgers refused ledger {start}: {message}"
                     )));
                 });
             }
-            Err(e) => return Err(transport(e)),
         };
         if page.ledgers.is_empty() {
             return Ok(Fetched::AtTip {
@@ -210,6 +288,7 @@ impl RpcSource {
         }
         let rpc_latest = page.latest_ledger;
         let rpc_latest_close_time = page.latest_ledger_close_time;
+        let bytes: usize = page.ledgers.iter().map(wire_bytes).sum();
         let mut extractor = self.extractor.clone();
         // Decoding is CPU work: keep it off the async workers.
         let ledgers =
@@ -219,6 +298,7 @@ impl RpcSource {
         match ledgers {
             (good, _) if !good.is_empty() => Ok(Fetched::Ledgers {
                 ledgers: good,
+                bytes,
                 rpc_latest,
                 rpc_latest_close_time,
             }),
@@ -270,7 +350,12 @@ fn extract_page(
                     )),
                 );
             }
-            Err(e) => return (out, bad(e.to_string())),
+            Err(e) => {
+                // Counted per fetch: a corrupted ledger served again counts again.
+                metrics::counter!("writer_ledgers_refused_total", "reason" => e.label())
+                    .increment(1);
+                return (out, bad(e.to_string()));
+            }
         }
     }
     (out, None)

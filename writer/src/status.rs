@@ -1,5 +1,11 @@
 //! What the writer is doing, for `/health` and Prometheus `/metrics` on a small HTTP
 //! port. Standbys serve it too, so an operator sees both colours of a blue/green pair.
+//!
+//! What must hold: `/health` is 200 only while the writer does its job. It is 503 when
+//! ingestion failed, when the RPC no longer keeps the ledgers after the cursor, and when
+//! an active writer has committed nothing for `stall_after` while the RPC has newer
+//! ledgers (the reason and the last error say why). Lag in ledgers and seconds follows
+//! every fetch, not only commits, so a writer that cannot commit shows its lag growing.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -40,6 +46,15 @@ pub struct RetentionGap {
     pub remedy: String,
 }
 
+/// An active writer making no progress while there is work.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Stall {
+    /// Seconds since the last commit (or since the writer became active).
+    pub seconds_without_commit: u64,
+    /// What is wrong, in words.
+    pub reason: String,
+}
+
 /// The state `/health` reports.
 #[derive(Clone, Debug, Serialize)]
 pub struct WriterState {
@@ -61,6 +76,8 @@ pub struct WriterState {
     pub payments_per_second: f64,
     /// Set when the RPC no longer has the ledgers after the cursor.
     pub retention_gap: Option<RetentionGap>,
+    /// Set when an active writer has not committed for too long while the RPC is ahead.
+    pub stalled: Option<Stall>,
     /// The last error, if ingestion is retrying or stopped.
     pub last_error: Option<String>,
 }
@@ -75,6 +92,55 @@ pub struct Status {
 struct Inner {
     state: WriterState,
     window: Vec<(Instant, u64, u64)>,
+    /// The last commit, or becoming active, whichever is later.
+    progress_at: Instant,
+    stall_after: Duration,
+}
+
+/// How long an active writer may go without committing while the RPC is ahead.
+pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(60);
+
+impl Inner {
+    /// Lags from the newest facts, and whether the writer is stalled.
+    fn refresh(&mut self) {
+        let state = &mut self.state;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        state.lag_seconds = state.last_closed_at.map(|closed| (now - closed).max(0));
+        if let (Some(latest), Some(last)) = (state.rpc_latest, state.last_ledger) {
+            state.lag_ledgers = Some(latest.saturating_sub(last));
+        }
+        let behind = match (state.rpc_latest, state.last_ledger) {
+            (Some(latest), Some(last)) => latest > last,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        let idle = self.progress_at.elapsed();
+        state.stalled =
+            (state.role == Role::Active && behind && idle >= self.stall_after).then(|| {
+                let ahead = match (state.rpc_latest, state.last_ledger) {
+                    (Some(latest), Some(last)) => format!("{} ledgers", latest - last),
+                    _ => "ledgers".to_owned(),
+                };
+                Stall {
+                    seconds_without_commit: idle.as_secs(),
+                    reason: format!(
+                        "no ledger committed for {}s while the RPC is {ahead} ahead{}",
+                        idle.as_secs(),
+                        match &state.last_error {
+                            Some(error) => format!(" (last error: {error})"),
+                            None => String::new(),
+                        }
+                    ),
+                }
+            });
+        metrics::gauge!("writer_stalled").set(if state.stalled.is_some() { 1.0 } else { 0.0 });
+        if let Some(lag) = state.lag_ledgers {
+            metrics::gauge!("writer_lag_ledgers").set(f64::from(lag));
+        }
+        if let Some(lag) = state.lag_seconds {
+            metrics::gauge!("writer_lag_seconds").set(lag as f64);
+        }
+    }
 }
 
 const RATE_WINDOW: Duration = Duration::from_secs(60);
@@ -100,9 +166,12 @@ impl Status {
                     ledgers_per_second: 0.0,
                     payments_per_second: 0.0,
                     retention_gap: None,
+                    stalled: None,
                     last_error: None,
                 },
                 window: Vec::new(),
+                progress_at: Instant::now(),
+                stall_after: DEFAULT_STALL_AFTER,
             })),
         }
     }
@@ -115,30 +184,36 @@ impl Status {
         f(&mut inner)
     }
 
-    /// A copy of the current state, with lags computed now.
+    /// A copy of the current state, with lags and stall computed now.
     pub fn snapshot(&self) -> WriterState {
         self.update(|inner| {
-            let mut state = inner.state.clone();
-            let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            state.lag_seconds = state.last_closed_at.map(|closed| (now - closed).max(0));
-            state
+            inner.refresh();
+            inner.state.clone()
         })
+    }
+
+    /// How long an active writer may go without committing while the RPC is ahead.
+    pub fn set_stall_after(&self, after: Duration) {
+        self.update(|inner| inner.stall_after = after);
     }
 
     /// Sets the role.
     pub fn set_role(&self, role: Role) {
         metrics::gauge!("writer_active").set(if role == Role::Active { 1.0 } else { 0.0 });
-        self.update(|inner| inner.state.role = role);
+        self.update(|inner| {
+            if role == Role::Active && inner.state.role != Role::Active {
+                inner.progress_at = Instant::now();
+            }
+            inner.state.role = role;
+            inner.refresh();
+        });
     }
 
-    /// Records the RPC's newest ledger.
+    /// Records the RPC's newest ledger (from every fetch).
     pub fn set_rpc_latest(&self, latest: u32) {
         self.update(|inner| {
             inner.state.rpc_latest = Some(latest);
-            inner.state.lag_ledgers = inner.state.last_ledger.map(|l| latest.saturating_sub(l));
-            if let Some(lag) = inner.state.lag_ledgers {
-                metrics::gauge!("writer_lag_ledgers").set(f64::from(lag));
-            }
+            inner.refresh();
         });
     }
 
@@ -152,6 +227,7 @@ impl Status {
     ) {
         let now = Instant::now();
         self.update(|inner| {
+            inner.progress_at = now;
             let state = &mut inner.state;
             state.last_ledger = Some(last_ledger);
             state.last_closed_at = Some(last_closed_at);
@@ -175,12 +251,11 @@ impl Status {
             inner.state.payments_per_second = p as f64 / span;
             metrics::gauge!("writer_ledgers_per_second").set(inner.state.ledgers_per_second);
             metrics::gauge!("writer_payments_per_second").set(inner.state.payments_per_second);
+            inner.refresh();
         });
         metrics::gauge!("writer_last_ledger").set(f64::from(last_ledger));
         metrics::counter!("writer_ledgers_total").increment(ledgers as u64);
         metrics::counter!("writer_payments_total").increment(payments as u64);
-        let lag = time::OffsetDateTime::now_utc().unix_timestamp() - last_closed_at;
-        metrics::gauge!("writer_lag_seconds").set(lag.max(0) as f64);
     }
 
     /// Records the RPC's retention having moved past the cursor.
@@ -197,13 +272,21 @@ impl Status {
 
 async fn health(State(status): State<Status>) -> impl IntoResponse {
     let state = status.snapshot();
-    let healthy = !matches!(state.role, Role::Failed) && state.retention_gap.is_none();
+    let healthy = !matches!(state.role, Role::Failed)
+        && state.retention_gap.is_none()
+        && state.stalled.is_none();
     let code = if healthy {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(state))
+}
+
+async fn render_metrics(State(status): State<Status>) -> axum::response::Response {
+    // Lag and stall gauges are computed at scrape time, like `/health`.
+    let _ = status.snapshot();
+    shared::telemetry::metrics_endpoint().await
 }
 
 /// Serves `/health` and `/metrics` on `addr` until `shutdown`; returns the bound address.
@@ -216,7 +299,7 @@ pub async fn serve(
     shared::telemetry::prometheus();
     let app = Router::new()
         .route("/health", get(health))
-        .route("/metrics", get(shared::telemetry::metrics_endpoint))
+        .route("/metrics", get(render_metrics))
         .with_state(status);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;

@@ -2,11 +2,12 @@
 //!
 //! The recorded ledgers are far apart on the real network (30820015, 51000294, ...), but a
 //! consumer that follows a chain checks that each ledger's `previous_ledger_hash` is the
-//! hash of the ledger before it, and that sequences have no gaps. [`rechain`] renumbers
-//! the ledgers consecutively and rewrites the hash links (header, transaction set, and the
-//! header hash itself) so they form a chain; everything else (transactions, results, meta,
-//! close times) is left exactly as recorded, so extraction results do not change beyond
-//! the ledger sequence.
+//! hash of the ledger before it, and that sequences have no gaps; and it checks that each
+//! ledger's contents hash to what its header says. [`rechain`] renumbers the ledgers
+//! consecutively and rewrites the hash links (header, transaction set) and every hash that
+//! depends on them (`scpValue.txSetHash`, `txSetResultHash`, the header hash) so they form
+//! a verifiable chain; everything else (transactions, results, meta, close times) is left
+//! exactly as recorded, so extraction results do not change beyond the ledger sequence.
 
 use std::path::{Path, PathBuf};
 
@@ -55,7 +56,8 @@ pub fn header_entry(meta: &LedgerCloseMeta) -> &LedgerHeaderHistoryEntry {
     }
 }
 
-fn header_entry_mut(meta: &mut LedgerCloseMeta) -> &mut LedgerHeaderHistoryEntry {
+/// The header history entry of a ledger, to change it.
+pub fn header_entry_mut(meta: &mut LedgerCloseMeta) -> &mut LedgerHeaderHistoryEntry {
     match meta {
         LedgerCloseMeta::V0(m) => &mut m.ledger_header,
         LedgerCloseMeta::V1(m) => &mut m.ledger_header,
@@ -81,13 +83,36 @@ pub fn header_hash(header: &LedgerHeader) -> Result<Hash, stellar_xdr::Error> {
     Ok(Hash(Sha256::digest(&xdr).into()))
 }
 
+/// Recomputes `scpValue.txSetHash` and `txSetResultHash` from the ledger's contents.
+fn rehash_contents(meta: &mut LedgerCloseMeta) {
+    use shared::extract::verify::{classic_tx_set_hash, generalized_tx_set_hash, result_set_hash};
+    let (tx_set, results) = match &*meta {
+        LedgerCloseMeta::V0(m) => (
+            classic_tx_set_hash(&m.tx_set),
+            result_set_hash(m.tx_processing.iter().map(|t| &t.result)),
+        ),
+        LedgerCloseMeta::V1(m) => (
+            generalized_tx_set_hash(&m.tx_set),
+            result_set_hash(m.tx_processing.iter().map(|t| &t.result)),
+        ),
+        LedgerCloseMeta::V2(m) => (
+            generalized_tx_set_hash(&m.tx_set),
+            result_set_hash(m.tx_processing.iter().map(|t| &t.result)),
+        ),
+    };
+    let header = &mut header_entry_mut(meta).header;
+    header.scp_value.tx_set_hash = Hash(tx_set);
+    header.tx_set_result_hash = Hash(results);
+}
+
 /// Renumbers `ledgers` into one contiguous chain starting at `first_seq`.
 ///
 /// Ledgers are sorted by their recorded sequence and duplicates (same recorded sequence)
 /// dropped. The i-th ledger gets sequence `first_seq + i`; every ledger but the first
 /// gets the previous one's (recomputed) hash as `previous_ledger_hash`, in its header and
-/// in its transaction set; each header hash is recomputed as SHA-256 of the patched
-/// header's XDR. Nothing else changes.
+/// in its transaction set; the transaction set hash and result set hash are recomputed
+/// from the contents, and each header hash as SHA-256 of the patched header's XDR.
+/// Nothing else changes.
 pub fn rechain(
     mut ledgers: Vec<LedgerCloseMeta>,
     first_seq: u32,
@@ -107,6 +132,7 @@ pub fn rechain(
         if let Some(prev) = &previous {
             set_tx_set_previous_hash(ledger, prev);
         }
+        rehash_contents(ledger);
         let entry = header_entry_mut(ledger);
         entry.header.ledger_seq = first_seq + i as u32;
         if let Some(prev) = &previous {

@@ -21,6 +21,7 @@
 
 pub mod chain;
 pub mod continuation;
+pub mod replica;
 pub mod rpc;
 mod state;
 
@@ -41,6 +42,7 @@ use tokio::task::JoinHandle;
 
 pub use chain::{load_chain, rechain, recorded_fixture_chain, ChainError};
 pub use continuation::{recorded_then_synthetic, synthetic_chain, SyntheticTail};
+pub use replica::{pubnet_replica_chain, replicate};
 
 use state::{ServedLedger, State};
 

@@ -145,9 +145,22 @@ fn rechain_links_every_ledger_and_keeps_payments() {
             assert_eq!(entry.header.previous_ledger_hash.0, prev);
             assert_eq!(tx_set_previous_hash(ledger), prev);
         }
-        // Everything but the links is untouched.
+        // Everything but the links and the hashes over them is untouched, and the
+        // hashes verify as a real ledger's do.
         let old = header_entry(before);
-        assert_eq!(entry.header.scp_value, old.header.scp_value);
+        assert_eq!(
+            entry.header.scp_value.close_time,
+            old.header.scp_value.close_time
+        );
+        assert_eq!(
+            entry.header.scp_value.upgrades,
+            old.header.scp_value.upgrades
+        );
+        assert_eq!(
+            entry.header.tx_set_result_hash,
+            old.header.tx_set_result_hash
+        );
+        shared::extract::verify_ledger(ledger).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(entry.header.ledger_version, old.header.ledger_version);
         assert_eq!(tx_count(ledger), tx_count(before));
 
@@ -172,8 +185,8 @@ fn rechain_sorts_drops_duplicates_and_renumbers() {
     for (a, b) in chained.iter().zip(chain()) {
         assert_eq!(tx_count(a), tx_count(b));
         assert_eq!(
-            header_entry(a).header.scp_value,
-            header_entry(b).header.scp_value
+            header_entry(a).header.scp_value.close_time,
+            header_entry(b).header.scp_value.close_time
         );
     }
     assert!(simnet::rechain(recorded().clone(), u32::MAX - 2).is_err());
@@ -602,4 +615,53 @@ async fn latency_delays_requests() {
     let _ = rpc(&simnet, "getHealth", Value::Null).await;
     assert!(started.elapsed() >= Duration::from_millis(150));
     simnet.shutdown().await;
+}
+
+#[test]
+fn pubnet_replicas_are_distinct_verified_ledgers_with_paired_results() {
+    let replicas = simnet::pubnet_replica_chain(&fixtures(), 2_000_000, 3).expect("replicas");
+    let template = simnet::chain::load_chain(&pubnet_dir(), None)
+        .expect("chain")
+        .into_iter()
+        .find(|l| tx_count(l) == 541)
+        .expect("ledger 51000294");
+    let mut extractor = shared::Extractor::new(shared::Network::pubnet());
+    let reference = extractor.extract(&template).expect("template extracts");
+    let mut seen = std::collections::HashSet::new();
+    for (i, replica) in replicas.iter().enumerate() {
+        let entry = header_entry(replica);
+        assert_eq!(entry.header.ledger_seq, 2_000_000 + i as u32);
+        assert_eq!(
+            entry.header.scp_value.close_time.0,
+            header_entry(&template).header.scp_value.close_time.0 + 5 * i as u64
+        );
+        if i > 0 {
+            assert_eq!(
+                entry.header.previous_ledger_hash,
+                header_entry(&replicas[i - 1]).hash
+            );
+        }
+        // Header, transaction set and result set hashes all verify.
+        shared::extract::verify_ledger(replica).unwrap_or_else(|e| panic!("{e}"));
+        // Results stay paired with their (renamed) transactions: the extractor joins
+        // them by hash and finds the template's payments, with fresh hashes.
+        let payments = extractor.extract(replica).expect("replica extracts");
+        assert_eq!(payments.stats.transactions, 541);
+        assert_eq!(payments.payments.len(), reference.payments.len());
+        for (new, old) in payments.payments.iter().zip(&reference.payments) {
+            assert_eq!(new.kind, old.kind);
+            assert_eq!(new.successful(), old.successful());
+            assert_ne!(new.transaction.hash, old.transaction.hash);
+            assert_eq!(
+                new.transaction.inner_hash.is_some(),
+                old.transaction.inner_hash.is_some()
+            );
+        }
+        for tx in payments.payments.iter().map(|p| p.transaction.hash) {
+            seen.insert((i, tx));
+        }
+    }
+    // No transaction hash is shared between copies.
+    let hashes: std::collections::HashSet<_> = seen.iter().map(|(_, h)| *h).collect();
+    assert_eq!(hashes.len(), seen.len());
 }

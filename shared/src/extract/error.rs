@@ -123,6 +123,16 @@ pub enum ExtractErrorKind {
     /// Re-encoding an envelope to hash it failed.
     #[error("cannot encode the envelope to hash it: {0}")]
     Hash(stellar_xdr::Error),
+    /// The contents do not hash to what the header says: corrupted or forged.
+    #[error("{check} mismatch: the header says {}, the contents hash to {}", hex::encode(.expected), hex::encode(.computed))]
+    HashMismatch {
+        /// Which hash.
+        check: super::verify::HashCheck,
+        /// What the header (or header entry) says.
+        expected: [u8; 32],
+        /// What the contents hash to.
+        computed: [u8; 32],
+    },
 }
 
 impl ExtractErrorKind {
@@ -139,6 +149,7 @@ impl ExtractErrorKind {
             Self::AmountOverflow { .. } => "amount_overflow",
             Self::Toid(_) => "toid",
             Self::Hash(_) => "hash",
+            Self::HashMismatch { check, .. } => check.label(),
         }
     }
 }

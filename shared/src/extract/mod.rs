@@ -8,6 +8,7 @@
 mod error;
 mod events;
 mod scan;
+pub mod verify;
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use stellar_xdr::{
 
 pub use error::{ExtractError, ExtractErrorKind, TxLocation};
 use events::{sac_balance_change, topic_symbol, SacRegistry};
+pub use verify::{verify_ledger, HashCheck};
 
 use crate::address::{AccountId, Address, MuxedAccountId};
 use crate::asset::Asset;
@@ -106,7 +108,9 @@ impl Extractor {
                 ExtractErrorKind::TrailingBytes(bytes.len() - consumed),
             ));
         }
-        self.extract_view(&LedgerView::Scanned(&scanned))
+        let payments = self.extract_view(&LedgerView::Scanned(&scanned))?;
+        verify::check(&scanned.header, &scanned.hashes)?;
+        Ok(payments)
     }
 
     /// Extracts every ledger of a `LedgerCloseMetaBatch` (a data-lake file, uncompressed)
@@ -138,6 +142,7 @@ impl Extractor {
                 .map_err(|(e, ledger)| decode_error(ledger.or(Some(expected)), e))?;
             offset += consumed;
             let payments = self.extract_view(&LedgerView::Scanned(&scanned))?;
+            verify::check(&scanned.header, &scanned.hashes)?;
             if payments.ledger.sequence != expected {
                 return Err(decode_error(Some(expected), stellar_xdr::Error::Invalid));
             }
@@ -154,7 +159,9 @@ impl Extractor {
 
     /// Extracts the payments of one decoded ledger.
     pub fn extract(&mut self, meta: &LedgerCloseMeta) -> Result<LedgerPayments, ExtractError> {
-        self.extract_view(&LedgerView::Full(meta))
+        let payments = self.extract_view(&LedgerView::Full(meta))?;
+        verify_ledger(meta)?;
+        Ok(payments)
     }
 
     fn extract_view(&mut self, ledger: &LedgerView<'_>) -> Result<LedgerPayments, ExtractError> {

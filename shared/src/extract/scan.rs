@@ -11,6 +11,10 @@
 //! that both paths extract identical records from every fixture, and that the skips
 //! consume exactly as many bytes as `stellar-xdr` does on arbitrary values.
 
+use sha2::{Digest, Sha256};
+
+use super::verify::{classic_tx_set_hash, ContentHashes};
+use crate::hashing::xdr_sha256;
 use stellar_xdr::{
     ContractEvent, Error, GeneralizedTransactionSet, LedgerHeaderHistoryEntry, Limits, ReadXdr,
     TransactionResultPair, TransactionSet,
@@ -22,6 +26,9 @@ type Result<T> = std::result::Result<T, Error>;
 #[derive(Debug)]
 pub(crate) struct ScannedLedger {
     pub header: LedgerHeaderHistoryEntry,
+    /// What the transaction set, the results and the header hash to, computed from the
+    /// bytes as they were read.
+    pub hashes: ContentHashes,
     pub meta_version: u8,
     pub tx_set: ScannedTxSet,
     pub applied: Vec<AppliedTx>,
@@ -214,11 +221,18 @@ impl<'a> Scanner<'a> {
         match version {
             0 => {
                 let header = self.header()?;
-                let tx_set = ScannedTxSet::Classic(self.decode::<TransactionSet>()?);
-                let applied = self.tx_processing(false)?;
+                let set = self.decode::<TransactionSet>()?;
+                let tx_set_hash = classic_tx_set_hash(&set);
+                let tx_set = ScannedTxSet::Classic(set);
+                let (applied, results_hash) = self.tx_processing(false)?;
                 self.skip_as::<stellar_xdr::VecM<stellar_xdr::UpgradeEntryMeta>>()?;
                 self.skip_as::<stellar_xdr::VecM<stellar_xdr::ScpHistoryEntry>>()?;
                 Ok(ScannedLedger {
+                    hashes: ContentHashes {
+                        header: xdr_sha256(&header.header),
+                        tx_set: tx_set_hash,
+                        results: results_hash,
+                    },
                     header,
                     meta_version: 0,
                     tx_set,
@@ -228,8 +242,10 @@ impl<'a> Scanner<'a> {
             1 | 2 => {
                 self.skip_as::<stellar_xdr::LedgerCloseMetaExt>()?;
                 let header = self.header()?;
+                let start = self.pos;
                 let tx_set = ScannedTxSet::Generalized(self.decode::<GeneralizedTransactionSet>()?);
-                let applied = self.tx_processing(version == 2)?;
+                let tx_set_hash: [u8; 32] = Sha256::digest(&self.buf[start..self.pos]).into();
+                let (applied, results_hash) = self.tx_processing(version == 2)?;
                 self.skip_as::<stellar_xdr::VecM<stellar_xdr::UpgradeEntryMeta>>()?;
                 self.skip_as::<stellar_xdr::VecM<stellar_xdr::ScpHistoryEntry>>()?;
                 self.skip(8)?; // total_byte_size_of_live_soroban_state
@@ -245,6 +261,11 @@ impl<'a> Scanner<'a> {
                     }
                 }
                 Ok(ScannedLedger {
+                    hashes: ContentHashes {
+                        header: xdr_sha256(&header.header),
+                        tx_set: tx_set_hash,
+                        results: results_hash,
+                    },
                     header,
                     meta_version: version as u8,
                     tx_set,
@@ -261,14 +282,20 @@ impl<'a> Scanner<'a> {
         Ok(header)
     }
 
-    fn tx_processing(&mut self, v1_entries: bool) -> Result<Vec<AppliedTx>> {
+    /// The applied transactions, and the hash of their `TransactionResultSet` (the count,
+    /// then each result pair's bytes as read).
+    fn tx_processing(&mut self, v1_entries: bool) -> Result<(Vec<AppliedTx>, [u8; 32])> {
         let n = self.count(u32::MAX, 16)?;
+        let mut results = Sha256::new();
+        results.update(n.to_be_bytes());
         let mut out = Vec::with_capacity(n as usize);
         for _ in 0..n {
             if v1_entries {
                 self.void_ext()?;
             }
+            let start = self.pos;
             let result = self.decode::<TransactionResultPair>()?;
+            results.update(&self.buf[start..self.pos]);
             self.ledger_entry_changes()?; // fee_processing
             let events = self.transaction_meta()?;
             if v1_entries {
@@ -276,7 +303,7 @@ impl<'a> Scanner<'a> {
             }
             out.push(AppliedTx { result, events });
         }
-        Ok(out)
+        Ok((out, results.finalize().into()))
     }
 
     pub(crate) fn transaction_meta(&mut self) -> Result<TxEvents> {

@@ -70,3 +70,31 @@ pub fn extract_all(chain: &[LedgerCloseMeta], network: Network) -> Vec<LedgerPay
         })
         .collect()
 }
+
+/// Recomputes a changed ledger's transaction set hash, result set hash and header hash,
+/// so that it verifies like a ledger stellar-core closed (tests that edit a recorded
+/// ledger must still pass the extractor's hash checks).
+pub fn reseal(meta: &mut LedgerCloseMeta) {
+    use crate::extract::verify::{classic_tx_set_hash, generalized_tx_set_hash, result_set_hash};
+    use stellar_xdr::Hash;
+    let (entry, tx_set, results) = match meta {
+        LedgerCloseMeta::V0(m) => (
+            &mut m.ledger_header,
+            classic_tx_set_hash(&m.tx_set),
+            result_set_hash(m.tx_processing.iter().map(|t| &t.result)),
+        ),
+        LedgerCloseMeta::V1(m) => (
+            &mut m.ledger_header,
+            generalized_tx_set_hash(&m.tx_set),
+            result_set_hash(m.tx_processing.iter().map(|t| &t.result)),
+        ),
+        LedgerCloseMeta::V2(m) => (
+            &mut m.ledger_header,
+            generalized_tx_set_hash(&m.tx_set),
+            result_set_hash(m.tx_processing.iter().map(|t| &t.result)),
+        ),
+    };
+    entry.header.scp_value.tx_set_hash = Hash(tx_set);
+    entry.header.tx_set_result_hash = Hash(results);
+    entry.hash = Hash(crate::hashing::xdr_sha256(&entry.header));
+}

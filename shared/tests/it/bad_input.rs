@@ -244,8 +244,8 @@ proptest! {
 /// the count (which would abort the process).
 #[test]
 fn hostile_batch_headers_reserve_nothing_and_fail_cleanly() {
-    let ledger = fixture_bytes(common::PUBNET_LEDGERS[0]);
-    let seq = shared::ledger_file::ledger_seq(&fixture(common::PUBNET_LEDGERS[0]));
+    let ledger = fixture_bytes(fixtures::PUBNET_LEDGERS[0]);
+    let seq = shared::ledger_file::ledger_seq(&fixture(fixtures::PUBNET_LEDGERS[0]));
     let headers: Vec<Vec<u8>> = vec![
         // start 1, end u32::MAX: u32::MAX ledgers declared, none present.
         [1u32, u32::MAX, u32::MAX]

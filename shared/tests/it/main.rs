@@ -13,3 +13,4 @@ mod rpc_fixtures;
 mod stellar_etl_30820015;
 mod summary;
 mod testkit;
+mod verification;

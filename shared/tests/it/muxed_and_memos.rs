@@ -36,6 +36,7 @@ fn rewritten(
     pair.transaction_hash =
         stellar_xdr::Hash(txs[position].hash(Network::pubnet().id()).expect("hash"));
     v0.tx_set.txs = txs.try_into().expect("fits");
+    fixtures::reseal(&mut meta);
     meta
 }
 

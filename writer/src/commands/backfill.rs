@@ -10,6 +10,7 @@ use shared::Extractor;
 
 use crate::backfill::{self, BackfillConfig, HistorySource};
 use crate::cli::BackfillArgs;
+use crate::paging::PageBudget;
 use crate::source::{RetryPolicy, RpcSource};
 
 /// Runs the backfill and prints what it did.
@@ -21,7 +22,12 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<()> {
             .rpc_url
             .as_deref()
             .context("--source rpc needs --rpc-url (or STELLAR_RPC_URL)")?;
-        let rpc = RpcSource::new(url, Duration::from_secs(30), 200, extractor.clone())?;
+        let rpc = RpcSource::new(
+            url,
+            Duration::from_secs(30),
+            PageBudget::default(),
+            extractor.clone(),
+        )?;
         rpc.check_network().await?;
         HistorySource::Rpc(Arc::new(rpc))
     } else {

@@ -37,6 +37,7 @@ pub async fn run_until_shutdown(
 ) -> anyhow::Result<()> {
     let network = args.network.network();
     status.set_role(Role::Starting);
+    status.set_stall_after(Duration::from_secs(args.stall_after_secs.max(1)));
     let pool = crate::db::pool(&args.database.database_url, 4)?;
     let poll = Duration::from_millis(args.standby_poll_ms);
     let lock_config = LockConfig {
@@ -103,7 +104,7 @@ pub async fn run_until_shutdown(
         let source = RpcSource::new(
             &args.rpc_url,
             Duration::from_secs(args.rpc_timeout_secs),
-            args.page_limit,
+            args.page_budget(),
             Extractor::new(network.clone()),
         )?;
         let announcer =
@@ -120,6 +121,7 @@ pub async fn run_until_shutdown(
             retention_recheck: Duration::from_millis(args.retention_recheck_ms),
             lock_check: (lock_config.lease_ttl / 4).max(Duration::from_millis(250)),
             max_commit_attempts: args.max_commit_attempts.max(1),
+            prefetch_bytes: args.page_budget().in_flight_bytes,
         };
         let outcome = live::run(
             pool.clone(),
