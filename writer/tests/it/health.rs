@@ -107,10 +107,12 @@ async fn failing_commits_show_the_last_error_in_the_reason() {
     let cluster = PostgresCluster::start().expect("postgres");
     let chain = fixture_chain();
     let sim = simnet(chain, 2).await;
+    // A cancelled statement may be deterministic, so it gets a bounded number of
+    // attempts (`--max-commit-attempts`): here enough to outlast the stall threshold.
     let writer = InProcessWriter::start(run_args(
         &cluster.primary_url(),
         &sim.url(),
-        &["--stall-after-secs", "2"],
+        &["--stall-after-secs", "2", "--max-commit-attempts", "10000"],
     ));
     let stop = CancellationToken::new();
     let addr = writer::status::serve(
