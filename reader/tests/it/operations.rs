@@ -294,7 +294,12 @@ async fn graceful_shutdown_fails_readiness_first() {
         assert_eq!(r.await.expect("task").expect("served"), 200);
     }
     stopping.await.expect("stopped");
-    // Then the listener is gone.
-    assert!(client.get(format!("{base}/health")).send().await.is_err());
+    // Then the listener is gone: a new connection is refused. (A fresh client: a
+    // pooled keep-alive connection would test the old connection, not the listener.)
+    let fresh = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    assert!(fresh.get(format!("{base}/health")).send().await.is_err());
     world.stop().await;
 }
