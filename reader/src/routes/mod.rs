@@ -146,6 +146,29 @@ pub fn encoding(headers: &HeaderMap) -> Encoding {
     )
 }
 
+/// The answer from the response cache under `key`, if it holds one: 304 when
+/// `condition` matches its ETag, else the stored body.
+pub async fn cached_response(
+    state: &AppState,
+    key: &str,
+    route: &str,
+    tip: u32,
+    condition: Option<&str>,
+    encoding: Encoding,
+) -> Option<Response> {
+    let hit = state.cache.get(key).await?;
+    let matched = condition.is_some_and(|c| crate::conditional::matches(c, &hit.etag));
+    Some(rendered_response(
+        state,
+        route,
+        &hit,
+        tip,
+        matched,
+        CacheOutcome::Hit,
+        encoding,
+    ))
+}
+
 /// The response for a rendered resource of `route`: the body in `encoding` (or 304
 /// when `not_modified`), the ETag of that encoding, Cache-Control for its class,
 /// `Vary: Accept, Accept-Encoding` and `Latest-Ledger`.
@@ -260,17 +283,8 @@ where
                     encoding,
                 ));
             }
-            if let Some(hit) = state.cache.get(key).await {
-                let matched = condition.is_some_and(|c| crate::conditional::matches(c, &hit.etag));
-                return Ok(rendered_response(
-                    state,
-                    route,
-                    &hit,
-                    tip,
-                    matched,
-                    CacheOutcome::Hit,
-                    encoding,
-                ));
+            if let Some(hit) = cached_response(state, key, route, tip, condition, encoding).await {
+                return Ok(hit);
             }
             state
                 .db_queries

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use shared::horizon::LinkBase;
 
 use super::{
-    condition, encoding, link_base, missing_at, not_modified, rendered_response,
+    cached_response, condition, encoding, link_base, missing_at, not_modified, rendered_response,
     wants_event_stream, CacheOutcome, PathParam, QueryPairs,
 };
 use crate::cache::{Encoding, Rendered};
@@ -180,17 +180,8 @@ async fn page_at(
     } else {
         format!("{tip}.{}|{}|{normalized}", view.generation, base.0)
     };
-    if let Some(hit) = state.cache.get(&key).await {
-        let matched = condition.is_some_and(|c| conditional::matches(c, &hit.etag));
-        return Ok(rendered_response(
-            state,
-            route,
-            &hit,
-            tip,
-            matched,
-            CacheOutcome::Hit,
-            encoding,
-        ));
+    if let Some(hit) = cached_response(state, &key, route, tip, condition, encoding).await {
+        return Ok(hit);
     }
 
     let account = match &request.scope {
