@@ -152,6 +152,20 @@ async fn cache_etags_and_cache_control() {
     let new_tip = world.close_next().await;
     world.wait_replica();
     reader.wait_tip(new_tip).await;
+    // `/` reports the best tip of all sources; pages come from the replica, whose tip
+    // the reader learns on its next poll: wait until a page is served at the new tip.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = reader.get("/payments?order=desc&limit=2").await;
+        if header(&r, "latest-ledger") == Some(new_tip.to_string()) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no page at the new tip"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 
     // The quiet account still answers 304 (one activity lookup, no payment rows).
     let reads = reader.db_queries();
