@@ -12,6 +12,10 @@ pub mod horizon;
 pub mod ledger_file;
 pub mod network;
 pub mod payment;
+#[cfg(feature = "pg-tls")]
+pub mod pgtls;
+#[cfg(feature = "redis-tls")]
+pub mod redistls;
 #[cfg(feature = "shutdown")]
 pub mod shutdown;
 pub mod stored;
