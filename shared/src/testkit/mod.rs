@@ -13,6 +13,8 @@
 //!   streaming replica that can be killed and restarted.
 //! * [`RedisServer`]: a non-persistent `redis-server` that can be killed and restarted.
 //! * [`NginxServer`]: nginx as the edge proxy in front of the readers, reloadable.
+//! * [`TestCa`]: a certificate authority made at test time, for servers started with
+//!   TLS ([`PostgresCluster::start_tls`], [`RedisServer::start_tls`]).
 //! * [`fixtures`]: the recorded Stellar data in the repository's `testdata/`.
 //!
 //! The local stack (`loadtest stack`) uses the same servers with their data kept in a
@@ -27,10 +29,12 @@ pub mod fixtures;
 mod nginx;
 mod postgres;
 mod redis;
+mod tls;
 
 pub use self::nginx::NginxServer;
 pub use self::postgres::PostgresCluster;
 pub use self::redis::RedisServer;
+pub use self::tls::TestCa;
 
 use std::fs;
 use std::io::{self, Read, Seek, SeekFrom};

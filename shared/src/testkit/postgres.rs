@@ -19,6 +19,14 @@
 //! `synchronous_commit`) because the data dies with the test, except in the `*_durable`
 //! variants that benchmarks use.
 //!
+//! [`PostgresCluster::start_tls`] and [`PostgresCluster::start_tls_with_replica`] start
+//! the same servers with `ssl = on` (certificate and key from a [`TestCa`], copied into
+//! the cluster directory, key 0600, owned by the server user) and a pg_hba that accepts
+//! TCP connections over TLS only (`hostssl`): a plain TCP connection is refused with "no
+//! encryption", so a client that silently dropped TLS fails. The kit's own `psql`,
+//! `pg_isready`, `pg_basebackup` and the replica's walreceiver use libpq's default
+//! `sslmode=prefer`, which encrypts without verifying.
+//!
 //! The server binaries are looked for in `$TESTKIT_PG_BINDIR`, then `pg_config --bindir`,
 //! then `/usr/lib/postgresql/*/bin` (newest first), then `PATH`.
 
@@ -29,6 +37,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::tls::{ServerFiles, TestCa};
 use super::{
     file_len, find_program, free_port_except, is_executable, log_tail, open_log, os_user, poll,
     read_from, reap, remove_dir, run, running_as_root, temp_dir, TestkitError, POLL_INTERVAL,
@@ -81,6 +90,8 @@ struct Context {
     /// Data kept across runs: durable, no Unix sockets (the directory may have a path
     /// too long for one), a clean shutdown, and never deleted.
     kept: bool,
+    /// `ssl = on` with these files, and TCP connections over TLS only.
+    tls: Option<ServerFiles>,
 }
 
 /// One postmaster.
@@ -114,33 +125,52 @@ enum Startup {
 impl PostgresCluster {
     /// Starts a primary alone. Blocks until it accepts connections and `payments` exists.
     pub fn start() -> Result<Self, TestkitError> {
-        Self::launch(false, false)
+        Self::launch(false, false, None)
+    }
+
+    /// Like [`Self::start`], with TLS on and plain TCP connections refused; the server
+    /// certificate is `ca`'s (it names `localhost`).
+    pub fn start_tls(ca: &TestCa) -> Result<Self, TestkitError> {
+        Self::launch(false, false, Some(ca))
+    }
+
+    /// Like [`Self::start_with_replica`], with TLS on and plain TCP connections refused
+    /// on both servers.
+    pub fn start_tls_with_replica(ca: &TestCa) -> Result<Self, TestkitError> {
+        Self::launch(true, false, Some(ca))
     }
 
     /// Starts a primary and a streaming hot-standby replica of it. Blocks until both
     /// accept connections and the replica is in recovery.
     pub fn start_with_replica() -> Result<Self, TestkitError> {
-        Self::launch(true, false)
+        Self::launch(true, false, None)
     }
 
     /// Like [`Self::start`], but with durability on (fsync, full page writes and
     /// synchronous commit at PostgreSQL's defaults): for benchmarks whose figures must
     /// hold on a production primary.
     pub fn start_durable() -> Result<Self, TestkitError> {
-        Self::launch(false, true)
+        Self::launch(false, true, None)
     }
 
     /// Like [`Self::start_with_replica`], with durability on.
     pub fn start_durable_with_replica() -> Result<Self, TestkitError> {
-        Self::launch(true, true)
+        Self::launch(true, true, None)
     }
 
-    fn launch(with_replica: bool, durable: bool) -> Result<Self, TestkitError> {
+    fn launch(
+        with_replica: bool,
+        durable: bool,
+        ca: Option<&TestCa>,
+    ) -> Result<Self, TestkitError> {
         let bin_dir = locate_bin_dir()?;
         let run_as = server_user()?;
         let dir = temp_dir("testkit-pg-")?;
         let root = dir.path().to_path_buf();
         give_to(&root, run_as)?;
+        let tls = ca
+            .map(|ca| ca.install_server_files(&root, run_as))
+            .transpose()?;
         let primary = Server::new("primary", &root, free_port_except(0)?);
         // From here on, dropping `cluster` (on any error too) stops what was started.
         let mut cluster = Self {
@@ -150,6 +180,7 @@ impl PostgresCluster {
                 root,
                 durable,
                 kept: false,
+                tls,
             },
             primary,
             replica: None,
@@ -218,6 +249,7 @@ impl PostgresCluster {
                 root: root.clone(),
                 durable: true,
                 kept: true,
+                tls: None,
             },
             primary: Server::new("primary", &root, primary_port),
             replica: None,
@@ -464,15 +496,23 @@ impl Context {
         self.as_server_user(&mut initdb);
         run(&mut initdb)?;
         // Spelled out rather than left to initdb's defaults: trust on the socket and on
-        // loopback, for every database and for replication (pg_basebackup, walreceiver).
+        // loopback, for every database and for replication (pg_basebackup, walreceiver);
+        // with TLS, loopback TCP over TLS only.
+        let tcp = if self.tls.is_some() {
+            "hostssl"
+        } else {
+            "host"
+        };
         let hba = primary.data.join("pg_hba.conf");
         fs::write(
             &hba,
-            "# Written by the stellar-payments test kit.\n\
-             local all         all              trust\n\
-             host  all         all 127.0.0.1/32 trust\n\
-             local replication all              trust\n\
-             host  replication all 127.0.0.1/32 trust\n",
+            format!(
+                "# Written by the stellar-payments test kit.\n\
+                 local all         all              trust\n\
+                 {tcp:<5} all         all 127.0.0.1/32 trust\n\
+                 local replication all              trust\n\
+                 {tcp:<5} replication all 127.0.0.1/32 trust\n"
+            ),
         )
         .map_err(|e| TestkitError::io(format!("writing {}", hba.display()), e))?;
         if let Some((uid, gid)) = self.run_as {
@@ -513,6 +553,15 @@ impl Context {
         ];
         for (name, value) in settings {
             postgres.arg("-c").arg(format!("{name}={value}"));
+        }
+        if let Some(tls) = &self.tls {
+            postgres
+                .arg("-c")
+                .arg("ssl=on")
+                .arg("-c")
+                .arg(format!("ssl_cert_file={}", tls.cert.display()))
+                .arg("-c")
+                .arg(format!("ssl_key_file={}", tls.key.display()));
         }
         // The primary's port as of now, over whatever `pg_basebackup -R` wrote then.
         if let Some(upstream) = server.upstream {

@@ -9,6 +9,11 @@
 //! [`RedisServer::open_kept`] is the local stack's variant: its data (an append-only
 //! file) lives in a directory that outlives it, and it stops with a clean `SIGTERM`.
 //!
+//! [`RedisServer::start_tls`] starts it with TLS only (`--port 0`, `--tls-port`, the
+//! certificate and key of a [`TestCa`] copied into its directory, no client
+//! certificates): [`RedisServer::url`] is then `rediss://localhost:PORT`, and a plain
+//! connection gets no answer. Its readiness is probed with `redis-cli --tls`.
+//!
 //! `redis-server` is looked for in `$TESTKIT_REDIS_SERVER`, then `PATH`, `/usr/bin` and
 //! `/usr/local/bin`.
 
@@ -19,6 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::tls::{ServerFiles, TestCa};
 use super::{
     file_len, find_program, free_port_except, is_executable, log_tail, open_log, read_from,
     remove_dir, temp_dir, TestkitError, POLL_INTERVAL, PORT_ATTEMPTS, STARTUP_TIMEOUT,
@@ -37,14 +43,30 @@ pub struct RedisServer {
     dir: Option<tempfile::TempDir>,
     /// Persistence on (append-only file in `root`), clean stop, `root` kept.
     kept: bool,
+    /// TLS only, with these files, probed with this `redis-cli`.
+    tls: Option<(ServerFiles, PathBuf)>,
 }
 
 impl RedisServer {
     /// Starts a server and blocks until it answers `PING`.
     pub fn start() -> Result<Self, TestkitError> {
+        Self::start_with(None)
+    }
+
+    /// Starts a server that speaks TLS only, with `ca`'s server certificate (it names
+    /// `localhost`), and blocks until it answers `PING` over TLS.
+    pub fn start_tls(ca: &TestCa) -> Result<Self, TestkitError> {
+        Self::start_with(Some(ca))
+    }
+
+    fn start_with(ca: Option<&TestCa>) -> Result<Self, TestkitError> {
         let binary = locate_redis_server()?;
         let dir = temp_dir("testkit-redis-")?;
         let root = dir.path().to_path_buf();
+        let tls = match ca {
+            Some(ca) => Some((ca.install_server_files(&root, None)?, locate_redis_cli()?)),
+            None => None,
+        };
         let mut server = Self {
             binary,
             port: free_port_except(0)?,
@@ -53,6 +75,7 @@ impl RedisServer {
             child: None,
             dir: Some(dir),
             kept: false,
+            tls,
         };
         server.launch(true)?;
         Ok(server)
@@ -81,14 +104,19 @@ impl RedisServer {
             child: None,
             dir: None,
             kept: true,
+            tls: None,
         };
         server.launch(false)?;
         Ok(server)
     }
 
-    /// `redis://127.0.0.1:PORT`.
+    /// `redis://127.0.0.1:PORT`, or `rediss://localhost:PORT` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        if self.tls.is_some() {
+            format!("rediss://localhost:{}", self.port)
+        } else {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
     }
 
     /// The server's port on 127.0.0.1 (kept across [`kill`](Self::kill) and
@@ -147,8 +175,20 @@ impl RedisServer {
             } else {
                 ["--save", "", "--appendonly", "no"]
             };
-            let mut child = Command::new(&self.binary)
-                .args(["--port", &self.port.to_string()])
+            let mut command = Command::new(&self.binary);
+            match &self.tls {
+                None => command.args(["--port", &self.port.to_string()]),
+                Some((files, _)) => command
+                    .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                    .arg("--tls-cert-file")
+                    .arg(&files.cert)
+                    .arg("--tls-key-file")
+                    .arg(&files.key)
+                    .arg("--tls-ca-cert-file")
+                    .arg(&files.ca)
+                    .args(["--tls-auth-clients", "no"]),
+            };
+            let mut child = command
                 .args(["--bind", "127.0.0.1"])
                 .args(persistence)
                 .args(["--daemonize", "no", "--dir"])
@@ -169,7 +209,11 @@ impl RedisServer {
                         return Err(TestkitError::io("waiting for redis-server", e));
                     }
                 }
-                if answers_ping(self.port) && matches!(child.try_wait(), Ok(None)) {
+                let answers = match &self.tls {
+                    None => answers_ping(self.port),
+                    Some((_, cli)) => answers_tls_ping(cli, self.port),
+                };
+                if answers && matches!(child.try_wait(), Ok(None)) {
                     self.child = Some(child);
                     return Ok(());
                 }
@@ -253,6 +297,40 @@ fn answers_ping(port: u16) -> bool {
         }
     }
     reply[..read].starts_with(b"+PONG")
+}
+
+/// Whether something on 127.0.0.1:`port` answers `PING` over TLS (certificate not
+/// checked: only whether the server is up and ours, a TLS one).
+fn answers_tls_ping(cli: &Path, port: u16) -> bool {
+    Command::new(cli)
+        .args([
+            "--tls",
+            "--insecure",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .arg("PING")
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "PONG")
+        .unwrap_or(false)
+}
+
+/// `redis-cli` (which probes a TLS server) beside `redis-server`'s usual places.
+fn locate_redis_cli() -> Result<PathBuf, TestkitError> {
+    find_program(
+        "redis-cli",
+        &[PathBuf::from("/usr/bin"), PathBuf::from("/usr/local/bin")],
+    )
+    .ok_or_else(|| TestkitError::Missing {
+        what:
+            "redis-cli (to probe a TLS redis-server) not found in /usr/bin, /usr/local/bin or PATH"
+                .to_owned(),
+        hint: "apt-get install -y redis-tools (or run scripts/install-deps.sh)".to_owned(),
+    })
 }
 
 /// `$TESTKIT_REDIS_SERVER`, else `redis-server` on `PATH`, in `/usr/bin` or
