@@ -2,6 +2,7 @@
 //! same JSON under the tip key (for readers that start between announcements). Best
 //! effort by design: ingestion hands the newest tip to a watch channel and never waits;
 //! a background task publishes the newest value whenever Redis is reachable.
+//! `rediss://` URLs connect over TLS (`shared::redistls`).
 
 use std::time::Duration;
 
@@ -22,8 +23,10 @@ pub struct Tip {
 /// Where announcements go.
 #[derive(Clone, Debug)]
 pub struct AnnounceConfig {
-    /// Redis URL.
+    /// Redis URL (`redis://` or `rediss://`).
     pub redis_url: String,
+    /// Trusted CA certificates for `rediss://`.
+    pub ca: shared::redistls::RedisCa,
     /// Key prefix; the channel and key are `{prefix}tip`.
     pub prefix: String,
     /// Time budget of one publication.
@@ -86,7 +89,7 @@ async fn publish(
     tip: &Tip,
 ) -> redis::RedisResult<()> {
     if connection.is_none() {
-        let client = redis::Client::open(config.redis_url.as_str())?;
+        let client = config.ca.client(&config.redis_url)?;
         *connection = Some(client.get_multiplexed_async_connection().await?);
     }
     let Some(con) = connection.as_mut() else {

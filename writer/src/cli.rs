@@ -152,9 +152,14 @@ pub struct RunArgs {
     /// Pause between checks while the RPC's retention is past the cursor, in milliseconds.
     #[arg(long, env = "WRITER_RETENTION_RECHECK_MS", default_value_t = 30_000)]
     pub retention_recheck_ms: u64,
-    /// Redis for tip announcements to readers (none: readers poll the database).
+    /// Redis for tip announcements to readers (none: readers poll the database):
+    /// `redis://host:port`, or `rediss://host:port` for TLS.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+    /// CA certificates (PEM) trusted for a `rediss://` Redis instead of the built-in
+    /// public roots: for a Redis whose certificate a private CA signed.
+    #[arg(long, env = "REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
     /// Prefix of the Redis keys and channel.
     #[arg(long, env = "REDIS_PREFIX", default_value = "stellar-payments:")]
     pub redis_prefix: String,

@@ -12,11 +12,15 @@
 //! outside any transaction), applied after the transactional migrations, once, by name;
 //! a build that failed half-way leaves an invalid index, which the next run drops and
 //! builds again.
+//!
+//! Every connection (pool, lock session, migrations) is made from one
+//! [`shared::pgtls::PgTarget`], so the URL's `sslmode` and `sslrootcert` apply alike.
 
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::{Client, NoTls};
+use shared::pgtls::{PgTarget, PgTlsError};
+use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::lock::LockSession;
@@ -28,9 +32,9 @@ mod embedded {
 /// Errors reaching or preparing the database.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    /// The URL is not a valid Postgres connection string.
-    #[error("invalid database URL: {0}")]
-    Url(#[source] tokio_postgres::Error),
+    /// The URL is not a usable Postgres connection string (TLS settings included).
+    #[error("{0}")]
+    Url(#[from] PgTlsError),
     /// The pool could not be built or could not hand out a connection.
     #[error("database pool: {0}")]
     Pool(String),
@@ -47,10 +51,14 @@ pub enum DbError {
 
 /// A connection pool to the primary. `size` bounds the connections the writer holds.
 pub fn pool(url: &str, size: usize) -> Result<Pool, DbError> {
-    let config: tokio_postgres::Config = url.parse().map_err(DbError::Url)?;
+    pool_for(&PgTarget::parse(url)?, size)
+}
+
+/// A connection pool to a parsed target.
+pub fn pool_for(target: &PgTarget, size: usize) -> Result<Pool, DbError> {
     let manager = Manager::from_config(
-        config,
-        NoTls,
+        target.config().clone(),
+        target.tls(),
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -201,7 +209,8 @@ pub async fn migrate_when_unlocked(
     shutdown: &CancellationToken,
     mut on_wait: impl FnMut(),
 ) -> Result<usize, DbError> {
-    let mut session = LockSession::open(url).await?;
+    let target = PgTarget::parse(url)?;
+    let mut session = LockSession::open(&target).await?;
     let mut announced = false;
     loop {
         let pending =

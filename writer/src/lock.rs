@@ -21,8 +21,9 @@
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
+use shared::pgtls::PgTarget;
 use tokio::task::JoinHandle;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 /// The lock key: one writer per database ("STELLARP").
@@ -31,8 +32,8 @@ pub const WRITER_LOCK_KEY: i64 = 0x5354_454c_4c41_5250;
 /// How the lock and its lease behave.
 #[derive(Clone, Debug)]
 pub struct LockConfig {
-    /// The primary's URL.
-    pub url: String,
+    /// The primary (URL parsed, TLS settings included).
+    pub target: PgTarget,
     /// How often a standby tries to take the lock.
     pub poll: Duration,
     /// How long a lease lasts unless renewed.
@@ -49,9 +50,10 @@ struct Session {
 impl Session {
     /// Connects with client-side TCP keepalives and asks the server for its own
     /// keepalives and a user timeout on this session.
-    async fn open(url: &str, role: &str) -> Result<Self, tokio_postgres::Error> {
-        let mut config: tokio_postgres::Config = url.parse()?;
-        config
+    async fn open(target: &PgTarget, role: &str) -> Result<Self, tokio_postgres::Error> {
+        let mut target = target.clone();
+        target
+            .config_mut()
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(5))
             .keepalives_interval(Duration::from_secs(1))
@@ -59,7 +61,7 @@ impl Session {
             .tcp_user_timeout(Duration::from_secs(10))
             .connect_timeout(Duration::from_secs(10))
             .application_name(role);
-        let (client, connection) = config.connect(NoTls).await?;
+        let (client, connection) = target.connect().await?;
         let closed = CancellationToken::new();
         let signal = closed.clone();
         let connection = tokio::spawn(async move {
@@ -106,8 +108,8 @@ impl std::fmt::Debug for LockSession {
 
 impl LockSession {
     /// Opens the session (with keepalives, as the lock session of `writer run`).
-    pub async fn open(url: &str) -> Result<Self, tokio_postgres::Error> {
-        Ok(Self(Session::open(url, "stellar-writer migrate").await?))
+    pub async fn open(target: &PgTarget) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self(Session::open(target, "stellar-writer migrate").await?))
     }
 
     /// The session, for queries before the lock is taken.
@@ -161,10 +163,13 @@ impl WriterLock {
         let mut session: Option<Session> = None;
         loop {
             if session.as_ref().is_none_or(Session::is_closed) {
-                session = match Session::open(&config.url, "stellar-writer lock").await {
+                session = match Session::open(&config.target, "stellar-writer lock").await {
                     Ok(s) => Some(s),
                     Err(e) => {
-                        tracing::warn!(error = %e, "cannot reach the database for the writer lock; retrying");
+                        // With its causes: "error performing TLS handshake" alone does
+                        // not say that the CA or the host name is wrong.
+                        let error = format!("{:#}", anyhow::Error::from(e));
+                        tracing::warn!(%error, "cannot reach the database for the writer lock; retrying");
                         None
                     }
                 };

@@ -38,10 +38,12 @@ pub async fn run_until_shutdown(
     let network = args.network.network();
     status.set_role(Role::Starting);
     status.set_stall_after(Duration::from_secs(args.stall_after_secs.max(1)));
-    let pool = crate::db::pool(&args.database.database_url, 4)?;
+    let target = shared::pgtls::PgTarget::parse(&args.database.database_url)?;
+    let redis_ca = shared::redistls::RedisCa::load(args.redis_ca_file.as_deref())?;
+    let pool = crate::db::pool_for(&target, 4)?;
     let poll = Duration::from_millis(args.standby_poll_ms);
     let lock_config = LockConfig {
-        url: args.database.database_url.clone(),
+        target,
         poll,
         lease_ttl: Duration::from_millis(args.lease_ttl_ms.max(100)),
     };
@@ -110,6 +112,7 @@ pub async fn run_until_shutdown(
         let announcer =
             TipAnnouncer::start(args.redis_url.clone().map(|redis_url| AnnounceConfig {
                 redis_url,
+                ca: redis_ca.clone(),
                 prefix: args.redis_prefix.clone(),
                 timeout: Duration::from_millis(500),
             }));
