@@ -7,6 +7,10 @@
 //! off the async threads, and commits it in one transaction (see
 //! `store::commit_backfill_chunk`), which also records the range as completed. It can run
 //! beside the live writer: ledgers either one stores are skipped by the other.
+//!
+//! A ledger refused by verification or extraction counts in
+//! `writer_ledgers_refused_total{reason}` on both paths, as on the live path: the RPC
+//! path through `source`, the data-lake path here.
 
 use std::collections::VecDeque;
 use std::io::IsTerminal;
@@ -479,9 +483,7 @@ fn read_from_lake(
         let xdr = lake
             .read_batch_xdr(batch_start.max(start))
             .map_err(|e| e.to_string())?;
-        let ledgers = extractor
-            .extract_batch_xdr(&xdr)
-            .map_err(|e| e.to_string())?;
+        let ledgers = extract_lake_batch(extractor, &xdr)?;
         out.extend(
             ledgers
                 .into_iter()
@@ -493,6 +495,17 @@ fn read_from_lake(
         }
     }
     Ok(out)
+}
+
+/// Extracts one data-lake batch; a refused ledger is counted, then named in the error.
+fn extract_lake_batch(
+    extractor: &mut Extractor,
+    xdr: &[u8],
+) -> Result<Vec<LedgerPayments>, String> {
+    extractor.extract_batch_xdr(xdr).map_err(|e| {
+        metrics::counter!("writer_ledgers_refused_total", "reason" => e.label()).increment(1);
+        e.to_string()
+    })
 }
 
 async fn read_from_rpc(
@@ -571,5 +584,22 @@ mod tests {
         assert_eq!(plan_chunks(0, 7, 8), vec![(0, 7)]);
         assert!(plan_chunks(5, 4, 8).is_empty());
         assert_eq!(plan_chunks(u32::MAX - 1, u32::MAX, 8).len(), 1);
+    }
+
+    #[test]
+    fn a_refused_lake_batch_is_counted_by_reason() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let mut extractor = Extractor::new(shared::Network::pubnet());
+        let outcome = metrics::with_local_recorder(&recorder, || {
+            extract_lake_batch(&mut extractor, b"not a ledger batch")
+        });
+        let error = outcome.expect_err("refused");
+        assert!(error.contains("malformed"), "{error}");
+        let rendered = handle.render();
+        assert!(
+            rendered.contains("writer_ledgers_refused_total{reason=\"decode\"} 1"),
+            "{rendered}"
+        );
     }
 }
