@@ -26,9 +26,14 @@ pub struct ReaderArgs {
     /// The primary: used only when no replica is usable (every such request is counted).
     #[arg(long, env = "READER_PRIMARY_URL")]
     pub primary_url: Option<String>,
-    /// Redis holding the writer's tip announcement (the newest known tip).
+    /// Redis holding the writer's tip announcement (the newest known tip):
+    /// `redis://host:port`, or `rediss://host:port` for TLS.
     #[arg(long, env = "READER_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// CA certificates (PEM) trusted for `rediss://` URLs (tip announcements and rate
+    /// limits) instead of the built-in public roots: for a private CA.
+    #[arg(long, env = "READER_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
     /// Prefix of the writer's Redis keys.
     #[arg(long, env = "READER_REDIS_PREFIX", default_value = "stellar-payments:")]
     pub redis_prefix: String,
@@ -91,8 +96,8 @@ pub struct ReaderArgs {
     #[arg(long, env = "READER_RATE_LIMITS")]
     pub rate_limits: Option<PathBuf>,
     /// Redis for the shared rate-limit counters: `redis://host:port`,
-    /// `redis+cluster://h1:p1,h2:p2` or `redis+sentinel://h1:p1,h2:p2/service`
-    /// (default: --redis-url).
+    /// `rediss://host:port` (TLS), `redis+cluster://h1:p1,h2:p2` or
+    /// `redis+sentinel://h1:p1,h2:p2/service` (default: --redis-url).
     #[arg(long, env = "READER_RATE_LIMIT_REDIS_URL")]
     pub rate_limit_redis_url: Option<String>,
     /// Log JSON lines instead of text.
@@ -101,9 +106,9 @@ pub struct ReaderArgs {
 }
 
 impl ReaderArgs {
-    /// Source settings.
-    pub fn sources(&self) -> SourcesConfig {
-        SourcesConfig {
+    /// Source settings; fails when the Redis CA file is unusable.
+    pub fn sources(&self) -> Result<SourcesConfig, shared::redistls::RedisTlsError> {
+        Ok(SourcesConfig {
             primary_url: self.primary_url.clone(),
             replica_urls: self.replica_urls.clone(),
             pool_size: self.pool_size,
@@ -113,7 +118,8 @@ impl ReaderArgs {
             max_lag_ledgers: self.max_lag_ledgers,
             redis_url: self.redis_url.clone(),
             redis_prefix: self.redis_prefix.clone(),
-        }
+            redis_ca: shared::redistls::RedisCa::load(self.redis_ca_file.as_deref())?,
+        })
     }
 
     /// Serving settings.

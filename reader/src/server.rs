@@ -86,7 +86,8 @@ pub async fn start_on(listener: TcpListener, args: &ReaderArgs) -> anyhow::Resul
     if args.replica_urls.is_empty() && args.primary_url.is_none() {
         anyhow::bail!("give at least one --replica-url or a --primary-url");
     }
-    let sources_config = args.sources();
+    let sources_config = args.sources()?;
+    let redis_ca = sources_config.redis_ca.clone();
     let sources = Arc::new(Sources::new(&sources_config)?);
     let stop = CancellationToken::new();
     let shutdown = CancellationToken::new();
@@ -114,7 +115,7 @@ pub async fn start_on(listener: TcpListener, args: &ReaderArgs) -> anyhow::Resul
                 .ok_or_else(|| {
                     anyhow::anyhow!("--rate-limits needs --rate-limit-redis-url or --redis-url")
                 })?;
-            let limiter = Arc::new(RateLimiter::new(config, &url)?);
+            let limiter = Arc::new(RateLimiter::new(config, &url, redis_ca)?);
             // Connected before serving, not within a decision's budget; then kept
             // connected in the background.
             limiter.connect_at_start().await;

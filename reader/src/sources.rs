@@ -256,6 +256,8 @@ pub struct SourcesConfig {
     pub redis_url: Option<String>,
     /// The announcement key prefix.
     pub redis_prefix: String,
+    /// CA certificates trusted for a `rediss://` URL.
+    pub redis_ca: shared::redistls::RedisCa,
 }
 
 /// The source a request was given and what it held at the last poll.
@@ -665,7 +667,7 @@ impl Sources {
             let sources_newest = newest;
             let mut announced = None;
             if let Some(url) = &config.redis_url {
-                announced = announced_tip(url, &tip_key, &mut redis).await;
+                announced = announced_tip(url, &config.redis_ca, &tip_key, &mut redis).await;
                 if let Some(a) = announced {
                     let ignored = self.ignored_announcement.read().ok().and_then(|i| *i);
                     if ignored == Some(a) {
@@ -803,12 +805,13 @@ async fn probe(
 /// The writer's announced tip, when Redis answers within a short budget.
 async fn announced_tip(
     url: &str,
+    ca: &shared::redistls::RedisCa,
     key: &str,
     connection: &mut Option<redis::aio::ConnectionManager>,
 ) -> Option<u32> {
     let budget = Duration::from_millis(100);
     if connection.is_none() {
-        let client = redis::Client::open(url).ok()?;
+        let client = ca.client(url).ok()?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(budget)
             .set_response_timeout(budget)

@@ -1,4 +1,5 @@
-//! The limiter's Redis connection: one server (`redis://`, a `ConnectionManager`), a
+//! The limiter's Redis connection: one server (`redis://`, or `rediss://` over TLS
+//! trusting the configured CA, a `ConnectionManager`), a
 //! Cluster (`redis+cluster://h1:p1,h2:p2`) or the master a Sentinel names
 //! (`redis+sentinel://h1:p1,h2:p2/service`).
 //!
@@ -31,6 +32,7 @@ enum Conn {
 /// Redis as the limiter sees it.
 pub(super) struct Redis {
     url: String,
+    ca: shared::redistls::RedisCa,
     budget: Duration,
     connect_timeout: Duration,
     current: RwLock<Option<Conn>>,
@@ -39,9 +41,15 @@ pub(super) struct Redis {
 
 impl Redis {
     /// Not connected yet.
-    pub(super) fn new(url: &str, budget: Duration, connect_timeout: Duration) -> Self {
+    pub(super) fn new(
+        url: &str,
+        ca: shared::redistls::RedisCa,
+        budget: Duration,
+        connect_timeout: Duration,
+    ) -> Self {
         Self {
             url: url.to_owned(),
+            ca,
             budget,
             connect_timeout,
             current: RwLock::new(None),
@@ -75,7 +83,7 @@ impl Redis {
             )?;
             return Ok(Conn::Master(client.get_async_connection().await?));
         }
-        let client = redis::Client::open(self.url.as_str())?;
+        let client = self.ca.client(&self.url)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(self.connect_timeout)
             .set_response_timeout(self.budget * 4)

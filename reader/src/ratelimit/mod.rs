@@ -104,9 +104,14 @@ fn gcra(tier: &Tier) -> (f64, f64, u64) {
 }
 
 impl RateLimiter {
-    /// A limiter over Redis at `url`: `redis://` (one server),
-    /// `redis+cluster://h1:p1,h2:p2` (a cluster) or `redis+sentinel://h1:p1,h2:p2/service`.
-    pub fn new(config: LimitsConfig, url: &str) -> Result<Self, LimitsError> {
+    /// A limiter over Redis at `url`: `redis://` or `rediss://` (one server, TLS trusting
+    /// `ca`), `redis+cluster://h1:p1,h2:p2` (a cluster) or
+    /// `redis+sentinel://h1:p1,h2:p2/service`.
+    pub fn new(
+        config: LimitsConfig,
+        url: &str,
+        ca: shared::redistls::RedisCa,
+    ) -> Result<Self, LimitsError> {
         let keys = config
             .keys
             .iter()
@@ -134,7 +139,7 @@ impl RateLimiter {
             streams: Arc::new(streams::OpenStreams::new(config.max_streams_per_client)),
             config,
             keys,
-            redis: backend::Redis::new(url, budget, connect_timeout),
+            redis: backend::Redis::new(url, ca, budget, connect_timeout),
             scripts: scripts::Scripts::new(),
             started: Instant::now(),
             retry_redis_at: AtomicU64::new(0),
@@ -404,6 +409,7 @@ mod tests {
         let limiter = RateLimiter::new(
             LimitsConfig::parse(TEST_CONFIG).expect("valid"),
             "redis://127.0.0.1:1",
+            shared::redistls::RedisCa::default(),
         )
         .expect("limiter");
         let tier = limiter.config().tiers["anonymous"].clone();
@@ -423,6 +429,7 @@ mod tests {
         let limiter = RateLimiter::new(
             LimitsConfig::parse(TEST_CONFIG).expect("valid"),
             "redis://127.0.0.1:1",
+            shared::redistls::RedisCa::default(),
         )
         .expect("limiter");
         let client = Client::at("203.0.113.1".parse().expect("ip"), 32, 64);
