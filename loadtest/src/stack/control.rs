@@ -20,7 +20,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use tokio_postgres::NoTls;
 
 use crate::edge::{Colour, Edge};
 
@@ -298,9 +297,12 @@ async fn hand_over(control: &Control) -> anyhow::Result<WriterHandover> {
     })
 }
 
-/// First, last and count of the stored ledgers.
+/// First, last and count of the stored ledgers. The URL's `sslmode` and `sslrootcert`
+/// apply as they do for the writer (`shared::pgtls`).
 pub async fn chain_extent(primary_url: &str) -> anyhow::Result<(i64, i64, i64)> {
-    let (client, connection) = tokio_postgres::connect(primary_url, NoTls).await?;
+    let (client, connection) = shared::pgtls::PgTarget::parse(primary_url)?
+        .connect()
+        .await?;
     tokio::spawn(connection);
     let row = client
         .query_one(
