@@ -1,7 +1,7 @@
 //! The reader's integration tests, one binary: every route against a replica fed by the
 //! real writer from the recorded ledgers, caching and ETags, event streams, replicas
-//! lagging and dying, rate limits in real Redis, and operations. One binary means one
-//! link step for the whole suite.
+//! lagging and dying, rate limits in real Redis, operations, and TLS to Postgres and
+//! Redis. One binary means one link step for the whole suite.
 
 mod api;
 mod caching;
@@ -13,3 +13,4 @@ mod schema;
 mod streaming;
 mod support;
 mod time_filters;
+mod tls;

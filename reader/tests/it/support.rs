@@ -1,6 +1,7 @@
 //! Shared by the reader's integration tests: a Postgres primary with a streaming
 //! replica fed by the real writer from the recorded ledgers (through the RPC
-//! simulator), optional Redis, and readers started in-process against them.
+//! simulator), optional Redis, and readers started in-process against them; the same
+//! world with TLS-only servers for the TLS tests.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +11,7 @@ use reader::server::RunningReader;
 use serde_json::Value;
 use shared::horizon::LinkBase;
 use shared::payment::PaymentRecord;
-use shared::testkit::{PostgresCluster, RedisServer};
+use shared::testkit::{PostgresCluster, RedisServer, TestCa};
 use shared::{LedgerPayments, Network};
 use stellar_xdr::LedgerCloseMeta;
 use tokio_util::sync::CancellationToken;
@@ -59,8 +60,32 @@ impl World {
     /// Starts everything with `closed` fixture ledgers closed and ingested, and waits
     /// until the replica has them.
     pub async fn start(closed: usize, with_redis: bool) -> Self {
-        let pg = blocking(PostgresCluster::start_with_replica).expect("postgres");
-        let redis = with_redis.then(|| blocking(RedisServer::start).expect("redis"));
+        Self::start_with(closed, with_redis, None).await
+    }
+
+    /// Like [`Self::start`] with Redis, both servers TLS-only with `ca`'s certificate;
+    /// the writer connects with `sslmode=verify-full` and `rediss://`.
+    pub async fn start_tls(closed: usize, ca: &TestCa) -> Self {
+        Self::start_with(closed, true, Some(ca)).await
+    }
+
+    async fn start_with(closed: usize, with_redis: bool, ca: Option<&TestCa>) -> Self {
+        let pg = blocking(|| match ca {
+            Some(ca) => PostgresCluster::start_tls_with_replica(ca),
+            None => PostgresCluster::start_with_replica(),
+        })
+        .expect("postgres");
+        let redis = with_redis.then(|| {
+            blocking(|| match ca {
+                Some(ca) => RedisServer::start_tls(ca),
+                None => RedisServer::start(),
+            })
+            .expect("redis")
+        });
+        let database_url = match ca {
+            Some(ca) => verify_full_url(pg.primary_port(), ca),
+            None => pg.primary_url(),
+        };
         let chain = fixture_chain();
         let ledgers = extracted(&chain);
         let mut config = SimnetConfig::new(chain);
@@ -70,7 +95,7 @@ impl World {
             "writer",
             "run",
             "--database-url",
-            &pg.primary_url(),
+            &database_url,
             "--rpc-url",
             &simnet.url(),
             "--network",
@@ -87,6 +112,12 @@ impl World {
         .collect();
         if let Some(r) = &redis {
             argv.extend(["--redis-url".to_owned(), r.url()]);
+        }
+        if let Some(ca) = ca {
+            argv.extend([
+                "--redis-ca-file".to_owned(),
+                ca.ca_file().display().to_string(),
+            ]);
         }
         let args = match <Cli as clap::Parser>::try_parse_from(argv)
             .expect("writer arguments")
@@ -170,6 +201,15 @@ impl World {
         let _ = self.writer.await;
         self.simnet.shutdown().await;
     }
+}
+
+/// `postgres://postgres@localhost:PORT/payments` with `sslmode=verify-full` trusting
+/// `ca` (whose server certificate names `localhost`).
+pub fn verify_full_url(port: u16, ca: &TestCa) -> String {
+    format!(
+        "postgres://postgres@localhost:{port}/payments?sslmode=verify-full&sslrootcert={}",
+        ca.ca_file().display()
+    )
 }
 
 /// A reader started in-process, with a client.

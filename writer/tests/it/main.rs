@@ -1,5 +1,5 @@
 //! The writer's integration tests, one binary: live ingestion, backfill, crash safety,
-//! faults and the `extract` command, against real Postgres (primary and streaming
+//! faults, TLS and the `extract` command, against real Postgres (primary and streaming
 //! replica) and Redis from the test kit, fed by the RPC simulator replaying the recorded
 //! ledgers. One binary means one link step for the whole suite.
 
@@ -15,4 +15,5 @@ mod lock_order;
 mod migrations;
 mod real_sizes;
 mod support;
+mod tls;
 mod verification;

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use loadtest::simnet::{Simnet, SimnetConfig};
 use shared::{LedgerPayments, Network};
 use stellar_xdr::LedgerCloseMeta;
-use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 use writer::cli::{Cli, Command as WriterCommand, RunArgs};
 use writer::status::Status;
@@ -144,8 +143,13 @@ pub fn spawn_writer(database_url: &str, rpc_url: &str, health: &str, extra: &[&s
         .expect("writer starts")
 }
 
+/// A connection as the writer makes them (the URL's `sslmode` and `sslrootcert` apply).
 pub async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.expect("connects");
+    let (client, connection) = shared::pgtls::PgTarget::parse(url)
+        .expect("database URL")
+        .connect()
+        .await
+        .expect("connects");
     tokio::spawn(connection);
     client
 }
