@@ -108,15 +108,13 @@ async fn a_reader_serves_from_a_tls_only_replica_and_limits_through_rediss() {
     let plain = format!("postgres://postgres@127.0.0.1:{replica_port}/payments?sslmode=disable");
     let refused = sqlx::PgConnection::connect(&plain)
         .await
-        .err()
-        .expect("a plain connection is refused")
+        .expect_err("a plain connection is refused")
         .to_string();
     assert!(refused.contains("no encryption"), "{refused}");
     let wrong_name = replica.replace("localhost", "127.0.0.1");
     let refused = sqlx::PgConnection::connect(&wrong_name)
         .await
-        .err()
-        .expect("a certificate for another name is refused")
+        .expect_err("a certificate for another name is refused")
         .to_string();
     assert!(refused.contains("not valid for name"), "{refused}");
     let port = world.redis.as_ref().expect("redis").port();
