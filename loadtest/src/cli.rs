@@ -96,6 +96,21 @@ pub enum SynthCommand {
     /// Writes a synthetic chain as a SEP-54 data lake (zstd `LedgerCloseMetaBatch` files
     /// and `config.json`), streaming, in constant memory.
     Datalake(SynthDatalakeArgs),
+    /// Prints the strkeys (G...) of a synthetic world's accounts, one a line, in index
+    /// order: valid addresses for databases filled directly in SQL
+    /// (`scripts/scale-db.sh`).
+    Accounts(SynthAccountsArgs),
+}
+
+/// Arguments of `loadtest synth accounts`.
+#[derive(Debug, clap::Args)]
+pub struct SynthAccountsArgs {
+    /// Accounts to print.
+    #[arg(long, default_value_t = 1_000)]
+    pub count: u64,
+    /// Seed of the world (the same as `synth datalake --seed` gives the same keys).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 /// Arguments of `loadtest synth datalake`.
@@ -195,6 +210,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Extract(args)) => crate::bench::extract::run(&args),
         Command::Simnet(args) => run_simnet(args),
         Command::Synth(SynthCommand::Datalake(args)) => run_synth_datalake(&args),
+        Command::Synth(SynthCommand::Accounts(args)) => {
+            use std::io::Write as _;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for index in 0..args.count {
+                writeln!(out, "{}", crate::synth::account_strkey(args.seed, index))?;
+            }
+            out.flush()?;
+            Ok(())
+        }
         Command::Bench(BenchCommand::LiveLatency(args)) => {
             async_runtime()?.block_on(crate::bench::live_latency::run(&args))
         }

@@ -2,7 +2,8 @@
 //! response (`observe`), rate limits and quotas (`rate_limit`), and the problem
 //! documents for requests refused by load shedding or the request timeout
 //! (`overloaded`), and problem documents for everything the HTTP layer itself refuses
-//! (`http_problems`: over-long URIs and headers, request bodies, wrong methods).
+//! (`http_problems`: over-long URIs and headers, request bodies, wrong methods), and
+//! one `Vary` header out of the routes' and the CORS layer's (`merge_vary`).
 //!
 //! What must hold: every response carries `Latest-Ledger` when a tip is known; problem
 //! documents get the error class of the Cache-Control policy; a rate-limit decision is
@@ -20,6 +21,41 @@ use axum::BoxError;
 use crate::policy::Class;
 use crate::problem::{Problem, ProblemMarker};
 use crate::state::{AppState, LATEST_LEDGER};
+
+/// Folds the `Vary` headers of a response (a route's `Accept, Accept-Encoding` and the
+/// CORS layer's `origin, access-control-request-*`) into one: each field name once,
+/// compared case-insensitively, in first-seen order; `*` alone when any is `*`.
+pub async fn merge_vary(mut response: Response) -> Response {
+    merge_vary_headers(response.headers_mut());
+    response
+}
+
+fn merge_vary_headers(headers: &mut axum::http::HeaderMap) {
+    if headers.get_all(header::VARY).iter().nth(1).is_none() {
+        return;
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for value in headers.get_all(header::VARY) {
+        let Ok(text) = value.to_str() else { continue };
+        for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                names.push(name);
+            }
+        }
+    }
+    let merged = if names.contains(&"*") {
+        "*".to_owned()
+    } else {
+        names.join(", ")
+    };
+    match HeaderValue::from_str(&merged) {
+        // `insert` replaces every value of the name.
+        Ok(value) => {
+            headers.insert(header::VARY, value);
+        }
+        Err(_) => tracing::warn!(vary = %merged, "merged Vary is not a header value"),
+    }
+}
 
 /// The longest request target (path and query) served; longer ones get 414.
 pub const MAX_URI_BYTES: usize = 8 * 1024;
@@ -149,4 +185,45 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
 /// Rate limits and quotas (see `ratelimit::middleware`).
 pub async fn rate_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
     crate::ratelimit::middleware::enforce(state.limiter.clone(), request, next).await
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{header, HeaderMap, HeaderValue};
+
+    use super::merge_vary_headers;
+
+    fn vary(values: &[&'static str]) -> Vec<String> {
+        let mut headers = HeaderMap::new();
+        for v in values {
+            headers.append(header::VARY, HeaderValue::from_static(v));
+        }
+        merge_vary_headers(&mut headers);
+        headers
+            .get_all(header::VARY)
+            .iter()
+            .map(|v| v.to_str().expect("text").to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn vary_headers_become_one() {
+        assert_eq!(
+            vary(&[
+                "Accept, Accept-Encoding",
+                "origin, access-control-request-method, access-control-request-headers"
+            ]),
+            [
+                "Accept, Accept-Encoding, origin, access-control-request-method, \
+              access-control-request-headers"
+            ]
+        );
+        assert_eq!(vary(&["Accept", "accept, Origin"]), ["Accept, Origin"]);
+        assert_eq!(vary(&["Accept", "*"]), ["*"]);
+        assert_eq!(
+            vary(&["Accept, Accept-Encoding"]),
+            ["Accept, Accept-Encoding"]
+        );
+        assert!(vary(&[]).is_empty());
+    }
 }

@@ -1,7 +1,8 @@
 //! The router: API routes behind the rate limiter, load shedding, the process-wide
 //! concurrency limit and the request timeout; operational routes outside them; problem
 //! documents for unknown routes and for whatever the HTTP layer refuses; metrics around
-//! everything; CORS outermost, so browsers can read every response, refusals included.
+//! everything; CORS outermost, so browsers can read every response, refusals included
+//! (with its `Vary` merged into the routes' one).
 
 use std::time::Duration;
 
@@ -101,7 +102,10 @@ pub fn router(state: AppState) -> Router {
     // Outermost: preflights are answered before any limit, and refusals (429, 503)
     // carry the CORS headers a browser needs to read them.
     let app = match cors(&state.settings.cors_allow_origins) {
-        Some(cors) => app.layer(cors),
+        // The CORS layer appends its own `Vary`: one header leaves the reader.
+        Some(cors) => app
+            .layer(cors)
+            .layer(middleware::map_response(crate::middleware::merge_vary)),
         None => app,
     };
     app.with_state(state)

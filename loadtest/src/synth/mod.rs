@@ -46,6 +46,11 @@ use stellar_xdr::{
     TransactionSetV1, TxSetComponent, TxSetComponentTxsMaybeDiscountedFee, VecM, WriteXdr,
 };
 
+/// The strkey of account `index` of the world of `seed` (what its ledgers name).
+pub fn account_strkey(seed: u64, index: u64) -> String {
+    shared::address::AccountId(world::account_key(seed, index)).to_strkey()
+}
+
 pub use datalake::{write_datalake, write_datalake_with, DatalakeOptions, DatalakeSummary};
 
 use shared::hashing::HashWriter;

@@ -67,7 +67,7 @@ impl World {
     pub(crate) fn new(seed: u64, accounts: u32, zipf_exponent: f64, network_id: [u8; 32]) -> Self {
         let accounts = u64::from(accounts.max(MIN_ACCOUNTS));
         let keys = (0..accounts.min(KEY_CACHE))
-            .map(|i| derive_key(seed, b"account", i))
+            .map(|i| account_key(seed, i))
             .collect();
         let mut world = Self {
             seed,
@@ -96,7 +96,7 @@ impl World {
     pub(crate) fn key(&self, index: u64) -> [u8; 32] {
         match self.keys.get(index as usize) {
             Some(key) => *key,
-            None => derive_key(self.seed, b"account", index),
+            None => account_key(self.seed, index),
         }
     }
 
@@ -124,6 +124,11 @@ impl World {
     pub(crate) fn native_sac(&self) -> [u8; 32] {
         self.assets[0].sac_id
     }
+}
+
+/// The key of account `index` in the world of `seed` (as [`World::key`]).
+pub(crate) fn account_key(seed: u64, index: u64) -> [u8; 32] {
+    derive_key(seed, b"account", index)
 }
 
 fn derive_key(seed: u64, domain: &[u8], index: u64) -> [u8; 32] {

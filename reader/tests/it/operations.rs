@@ -197,7 +197,16 @@ async fn health_metrics_and_openapi() {
         .filter_map(|v| v.to_str().ok())
         .map(str::to_ascii_lowercase)
         .collect();
-    assert!(vary.iter().any(|v| v.contains("origin")), "{vary:?}");
+    // One Vary header: the route's fields and the CORS layer's, each once.
+    assert_eq!(vary.len(), 1, "{vary:?}");
+    let fields: Vec<&str> = vary[0].split(',').map(str::trim).collect();
+    for name in ["accept", "accept-encoding", "origin"] {
+        assert_eq!(
+            fields.iter().filter(|f| **f == name).count(),
+            1,
+            "{name} in {vary:?}"
+        );
+    }
     let r = listed
         .get_with("/payments?limit=1", &[("origin", "https://evil.test")])
         .await;

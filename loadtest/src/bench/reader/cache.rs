@@ -17,6 +17,9 @@
 //! * (e) the same with the limiter's local batching of hot clients on (a third reader,
 //!   `hot_key_sync_ms = 20`): wrk is one very hot client, so most decisions come from
 //!   the pod's lease and Redis sees one batch per 20 ms.
+//! * (f), (g), (h) cache hits in gzip, brotli and zstd: the requests of (b) with
+//!   `Accept-Encoding: gzip` / `br` / `zstd`, answered from the compressed bodies the
+//!   cache keeps beside each page.
 //!
 //! The reader's own counters (`/metrics`) confirm what each load exercised: (b) and (d)
 //! must be all hits, (c) all 304s.
@@ -65,6 +68,9 @@ pub struct ReaderCacheBenchArgs {
     #[arg(long)]
     pub reader_bin: Option<PathBuf>,
 }
+
+/// The codings of (f), (g) and (h), as `Accept-Encoding` and `Content-Encoding` tokens.
+const CODINGS: [&str; 3] = ["gzip", "br", "zstd"];
 
 /// Throughput with the rate limiter on, as a share of the same path with it off.
 pub const LIMITER_TARGET_RATIO: f64 = 0.8;
@@ -214,6 +220,18 @@ pub async fn run(args: &ReaderCacheBenchArgs) -> anyhow::Result<()> {
         conditional.push((path.clone(), Some(tag)));
     }
     let plain: Vec<(String, Option<String>)> = paths.iter().map(|p| (p.clone(), None)).collect();
+    for coding in CODINGS {
+        for path in &paths {
+            let response = super::get(reader.address, path, &[("Accept-Encoding", coding)]).await?;
+            if response.status != 200 || response.header("content-encoding") != Some(coding) {
+                bail!(
+                    "GET {path} with Accept-Encoding {coding}: status {}, Content-Encoding {:?}",
+                    response.status,
+                    response.header("content-encoding")
+                );
+            }
+        }
+    }
     let dir = temp.path();
     let mut variants = vec![
         Variant::new(
@@ -236,6 +254,24 @@ pub async fn run(args: &ReaderCacheBenchArgs) -> anyhow::Result<()> {
         )
         .on(2),
     ];
+    let names = [
+        "(f) cache hits, gzip",
+        "(g) cache hits, br",
+        "(h) cache hits, zstd",
+    ];
+    for (name, coding) in names.into_iter().zip(CODINGS) {
+        variants.push(Variant::new(
+            name,
+            Load::with_headers(
+                dir,
+                &format!("hits_{coding}"),
+                &plain,
+                0.0,
+                1,
+                &[("Accept-Encoding", coding)],
+            )?,
+        ));
+    }
 
     println!(
         "reader cache: {payments} payments ({} ledgers of {}, {} accounts) on a primary + streaming replica; \
@@ -369,7 +405,7 @@ pub async fn run(args: &ReaderCacheBenchArgs) -> anyhow::Result<()> {
         "(e) / (b) requests/s, rate limiter on with hot-client batching / off: {batched_ratio:.3} (target >= {LIMITER_TARGET_RATIO}: {})",
         verdict(batched_ratio >= LIMITER_TARGET_RATIO)
     );
-    for v in &variants[1..3] {
+    for v in variants[1..3].iter().chain(&variants[5..]) {
         let ratio = rate(v) / ceiling;
         println!(
             "{} / (a) requests/s: {ratio:.3} (target >= {TARGET_RATIO}: {})",
@@ -382,6 +418,9 @@ pub async fn run(args: &ReaderCacheBenchArgs) -> anyhow::Result<()> {
         (2, variants[2].counters.not_modified, "304s"),
         (3, variants[3].counters.hits, "cache hits"),
         (4, variants[4].counters.hits, "cache hits"),
+        (5, variants[5].counters.hits, "cache hits"),
+        (6, variants[6].counters.hits, "cache hits"),
+        (7, variants[7].counters.hits, "cache hits"),
     ];
     for (i, matched, what) in expected {
         let responses = variants[i].counters.responses();
