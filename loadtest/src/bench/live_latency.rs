@@ -6,6 +6,16 @@
 //! a watcher polls the replica's ingest cursor every few milliseconds. Latency is the time
 //! from a ledger's close to the replica showing it. The floor measured in the same run is
 //! plain replication: a row inserted on the primary until it is visible on the replica.
+//!
+//! Besides latency it reports what keeping up costs and whether it holds: the writer's CPU
+//! per ledger and peak RSS over the measured ledgers (from `/proc`), and its lag (ledgers
+//! closed but not yet on the replica) at worst over the whole run and over its last
+//! fifth against the four fifths before: a writer that falls behind lags more and more, so
+//! its worst lag is in the last fifth; one that keeps up has no more lag late than early
+//! (2 ledgers of slack: one closing while the previous commits).
+//! Synthetic chains are generated and encoded ledger by ledger into the simulator, so a
+//! long high-rate profile (`--payments-per-ledger 6000 --close-interval-ms 600
+//! --duration-secs 300`) holds only the encoded chain in memory.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -28,6 +38,13 @@ pub struct LiveLatencyArgs {
     /// Ledgers to close and measure.
     #[arg(long, default_value_t = 120)]
     pub ledgers: u32,
+    /// Close ledgers for this long instead of a count: `--ledgers` becomes the duration
+    /// divided by the close interval (rounded up).
+    #[arg(long)]
+    pub duration_secs: Option<u64>,
+    /// Accounts in the synthetic world (Zipf-popular).
+    #[arg(long, default_value_t = 50_000)]
+    pub accounts: u32,
     /// Payments in each synthetic ledger.
     #[arg(long, default_value_t = 200)]
     pub payments_per_ledger: u32,
@@ -48,6 +65,21 @@ pub struct LiveLatencyArgs {
     /// target is 1000 ms).
     #[arg(long)]
     pub target_p99_ms: Option<u64>,
+}
+
+impl LiveLatencyArgs {
+    /// Ledgers to close and measure: `--duration-secs` over the close interval, or
+    /// `--ledgers`; at least 1.
+    pub fn ledger_count(&self) -> u32 {
+        match self.duration_secs {
+            Some(secs) => {
+                let ms = secs.saturating_mul(1000);
+                u32::try_from(ms.div_ceil(self.close_interval_ms.max(1))).unwrap_or(u32::MAX)
+            }
+            None => self.ledgers,
+        }
+        .max(1)
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -87,31 +119,40 @@ pub async fn run(args: &LiveLatencyArgs) -> anyhow::Result<()> {
     let replica = cluster.replica_url().context("replica")?;
 
     let first_seq = 2;
-    let chain: Vec<_> = if args.pubnet_sized {
+    let ledgers = args.ledger_count();
+    let prepared = Instant::now();
+    let sim = if args.pubnet_sized {
         let fixtures = shared::testkit::fixtures::dir();
-        let copies = args.ledgers + 1;
-        tokio::task::spawn_blocking(move || {
+        let copies = ledgers + 1;
+        let chain = tokio::task::spawn_blocking(move || {
             crate::simnet::pubnet_replica_chain(&fixtures, first_seq, copies)
         })
-        .await??
+        .await??;
+        let mut config = SimnetConfig::new(chain);
+        config.initially_closed = 1;
+        Simnet::start(config).await?
     } else {
-        generate(SynthConfig {
+        let synthetic = generate(SynthConfig {
             first_seq,
-            ledgers: args.ledgers + 1,
+            ledgers: ledgers + 1,
             payments_per_ledger: args.payments_per_ledger,
-            accounts: 50_000,
+            accounts: args.accounts,
             seed: 7,
             network: Network::pubnet(),
             first_close_time: 1_700_000_000,
             previous_hash: [0; 32],
             zipf_exponent: 1.0,
         })
-        .map(|l| l.meta)
-        .collect()
+        .map(|l| l.meta);
+        let mut config = SimnetConfig::new(Vec::new());
+        config.initially_closed = 1;
+        Simnet::start_streamed(config, synthetic).await?
     };
-    let mut config = SimnetConfig::new(chain);
-    config.initially_closed = 1;
-    let sim = Simnet::start(config).await?;
+    eprintln!(
+        "chain of {} ledgers generated and encoded in {:.1}s",
+        ledgers + 1,
+        prepared.elapsed().as_secs_f64()
+    );
 
     let mut writer = std::process::Command::new(&writer_bin)
         .args([
@@ -133,7 +174,17 @@ pub async fn run(args: &LiveLatencyArgs) -> anyhow::Result<()> {
         .env("RUST_LOG", "warn")
         .spawn()
         .with_context(|| format!("starting {}", writer_bin.display()))?;
-    let outcome = measure(args, &cluster, &primary, &replica, &sim, first_seq).await;
+    eprintln!("writer pid {}", writer.id());
+    let run = Run {
+        args,
+        ledgers,
+        writer_pid: writer.id(),
+        primary: &primary,
+        replica: &replica,
+        sim: &sim,
+        first_seq,
+    };
+    let outcome = measure(&run).await;
     let _ = writer.kill();
     let _ = writer.wait();
     sim.shutdown().await;
@@ -141,14 +192,28 @@ pub async fn run(args: &LiveLatencyArgs) -> anyhow::Result<()> {
     outcome
 }
 
-async fn measure(
-    args: &LiveLatencyArgs,
-    cluster: &PostgresCluster,
-    primary: &str,
-    replica: &str,
-    sim: &Simnet,
+/// One run's settings and handles.
+struct Run<'a> {
+    args: &'a LiveLatencyArgs,
+    /// Ledgers to close and measure.
+    ledgers: u32,
+    writer_pid: u32,
+    primary: &'a str,
+    replica: &'a str,
+    sim: &'a Simnet,
     first_seq: u32,
-) -> anyhow::Result<()> {
+}
+
+async fn measure(run: &Run<'_>) -> anyhow::Result<()> {
+    let Run {
+        args,
+        ledgers,
+        writer_pid,
+        primary,
+        replica,
+        sim,
+        first_seq,
+    } = *run;
     let replica_client = connect(replica).await?;
     // Wait for the writer to catch the first ledger.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -182,7 +247,6 @@ async fn measure(
         floor.push(start.elapsed());
     }
     floor.sort();
-    let _ = cluster;
 
     // Close ledgers on schedule; watch the replica.
     let interval = Duration::from_millis(args.close_interval_ms);
@@ -190,17 +254,24 @@ async fn measure(
     let mut visible_at: HashMap<u32, Instant> = HashMap::new();
     let mut next_close = Instant::now();
     let mut last_seen = first_seq;
-    let last = first_seq + args.ledgers;
-    let deadline = Instant::now() + interval * (args.ledgers + 30);
-    while visible_at.len() < args.ledgers as usize {
+    let last = first_seq + ledgers;
+    let deadline = Instant::now() + interval * (ledgers + 30);
+    let cpu_start = crate::bench::catchup::cpu_seconds(writer_pid).unwrap_or(0.0);
+    // Lag (closed, not yet on the replica), at worst: over the first four fifths of the
+    // closes, and over the last fifth.
+    let last_fifth = ledgers - ledgers / 5;
+    let (mut max_lag_early, mut max_lag_late) = (0u32, 0u32);
+    let mut peak = 0;
+    let measured = Instant::now();
+    // Past the deadline the writer did not keep up: the figures so far are still printed
+    // (latencies of the ledgers it showed, and its lag), then the run fails.
+    let mut fell_behind = false;
+    while visible_at.len() < ledgers as usize {
         if Instant::now() > deadline {
-            bail!(
-                "ledgers stopped arriving: {} of {} seen",
-                visible_at.len(),
-                args.ledgers
-            );
+            fell_behind = true;
+            break;
         }
-        if Instant::now() >= next_close && (closed_at.len() as u32) < args.ledgers {
+        if Instant::now() >= next_close && (closed_at.len() as u32) < ledgers {
             if let Some(seq) = sim.close_next() {
                 closed_at.insert(seq, Instant::now());
             }
@@ -213,8 +284,21 @@ async fn measure(
             }
             last_seen = last_seen.max(now_seen);
         }
+        let closed = closed_at.len() as u32;
+        let lag = closed.saturating_sub(visible_at.len() as u32);
+        if closed <= last_fifth {
+            max_lag_early = max_lag_early.max(lag);
+        } else if closed < ledgers {
+            max_lag_late = max_lag_late.max(lag);
+        }
+        if let Some(rss) = crate::bench::catchup::peak_rss(writer_pid) {
+            peak = peak.max(rss);
+        }
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
+    let cpu = crate::bench::catchup::cpu_seconds(writer_pid).unwrap_or(0.0) - cpu_start;
+    let measured = measured.elapsed().as_secs_f64();
+    let shown = visible_at.len() as u32;
     let mut latencies: Vec<Duration> = closed_at
         .iter()
         .filter_map(|(seq, closed)| {
@@ -245,6 +329,28 @@ async fn measure(
         percentile(&floor, 99.0)
     );
     println!("RPC close -> rows on replica: p50 {p50:?}, p90 {p90:?}, p99 {p99:?}, max {max:?}");
+    println!(
+        "writer: CPU {:.1} ms per ledger shown ({:.0}% of one core over the run), peak RSS {:.0} MiB",
+        cpu * 1000.0 / f64::from(shown.max(1)),
+        cpu * 100.0 / measured,
+        peak as f64 / (1 << 20) as f64
+    );
+    println!(
+        "lag (ledgers closed, not yet on the replica): max {max_lag_early} over the first four fifths, \
+         max {max_lag_late} over the last fifth ({})",
+        if max_lag_late <= max_lag_early.max(2) { "bounded" } else { "growing" }
+    );
+    println!(
+        "ledgers on the replica: {shown} of {ledgers} in {measured:.1}s ({:.2} ledgers/s; closing rate {:.2}/s)",
+        f64::from(shown) / measured,
+        1.0 / interval.as_secs_f64()
+    );
+    if fell_behind {
+        bail!(
+            "the writer did not keep up: {shown} of {ledgers} ledgers on the replica when the run's deadline passed \
+             (the latencies above are those of the ledgers it showed)"
+        );
+    }
     let target = args.target_p99_ms.map_or(TARGET_P99, Duration::from_millis);
     println!(
         "p99 / target {:?} = {:.3} ({})",

@@ -174,6 +174,16 @@ impl Simnet {
     /// if `close_interval` is set). Fails if the chain is empty or not contiguous, or the
     /// address cannot be bound.
     pub async fn start(config: SimnetConfig) -> std::io::Result<Simnet> {
+        Self::start_streamed(config, std::iter::empty()).await
+    }
+
+    /// As [`Simnet::start`], serving `config.chain` followed by `more`: each ledger is
+    /// encoded as it comes and its decoded form dropped at once, so a long chain of large
+    /// ledgers costs only its encoded size in memory, never the decoded chain as a whole.
+    pub async fn start_streamed(
+        config: SimnetConfig,
+        more: impl Iterator<Item = LedgerCloseMeta> + Send + 'static,
+    ) -> std::io::Result<Simnet> {
         let SimnetConfig {
             chain,
             network_passphrase,
@@ -183,18 +193,19 @@ impl Simnet {
             listen,
             seed,
         } = config;
-        if chain.is_empty() {
-            return Err(invalid_input("simnet needs at least one ledger"));
-        }
         let ledgers = tokio::task::spawn_blocking(move || {
             chain
-                .iter()
-                .map(ServedLedger::encode)
+                .into_iter()
+                .chain(more)
+                .map(|meta| ServedLedger::encode(&meta))
                 .collect::<Result<Vec<_>, _>>()
         })
         .await
         .map_err(std::io::Error::other)?
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        if ledgers.is_empty() {
+            return Err(invalid_input("simnet needs at least one ledger"));
+        }
         let first = ledgers[0].sequence;
         for (i, ledger) in ledgers.iter().enumerate() {
             if u64::from(ledger.sequence) != u64::from(first) + i as u64 {

@@ -206,6 +206,45 @@ fn load_chain_reads_other_formats() {
 }
 
 #[tokio::test]
+async fn start_streamed_serves_the_chain_then_the_streamed_ledgers() {
+    let all = chain().clone();
+    let head = &all[..2];
+    let mut config = SimnetConfig::new(head.to_vec());
+    config.initially_closed = all.len();
+    let sim = Simnet::start_streamed(config, chain()[2..].iter().cloned())
+        .await
+        .expect("start");
+    assert_eq!(sim.total(), all.len());
+    let page = rpc(
+        &sim,
+        "getLedgers",
+        json!({"startLedger": seq(&all[0]), "pagination": {"limit": 10}}),
+    )
+    .await;
+    let served = page["result"]["ledgers"].as_array().expect("ledgers");
+    assert_eq!(served.len(), all.len());
+    for (ledger, expected) in served.iter().zip(&all) {
+        let meta =
+            decode_meta(ledger["metadataXdr"].as_str().expect("metadataXdr")).expect("decodes");
+        assert_eq!(
+            meta.to_xdr(Limits::none()).expect("encode"),
+            expected.to_xdr(Limits::none()).expect("encode")
+        );
+    }
+    sim.shutdown().await;
+
+    // Nothing at all, or a gap where the stream joins the chain, is refused as by `start`.
+    let empty = Simnet::start_streamed(SimnetConfig::new(Vec::new()), std::iter::empty()).await;
+    assert!(empty.is_err());
+    let gapped = Simnet::start_streamed(
+        SimnetConfig::new(head.to_vec()),
+        chain()[3..].iter().cloned(),
+    )
+    .await;
+    assert!(gapped.is_err());
+}
+
+#[tokio::test]
 async fn start_rejects_empty_and_gapped_chains() {
     assert!(Simnet::start(SimnetConfig::new(Vec::new())).await.is_err());
     let mut gapped = chain().clone();
