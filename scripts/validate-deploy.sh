@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Validates the deployment files without a Docker engine or a Kubernetes cluster:
 #   - docker-compose.yml against the Compose specification's schema (check-jsonschema's
-#     vendored copy), and the compose edge's nginx config with `nginx -t`;
+#     vendored copy), and the compose edge's nginx config (with the shared edge files
+#     and the live colour its script writes) with `nginx -t`;
 #   - every kustomization under deploy/k8s (the platform and each colour's overlay) built
 #     with `kubectl kustomize`, each built object validated against the Kubernetes
 #     schemas (kubernetes-validate, strict), custom resources against their CRD schemas
@@ -71,16 +72,23 @@ else
   fail "docker-compose.yml does not follow the Compose specification"
 fi
 # The compose edge's nginx config, loaded by `nginx -t` the way the nginx image loads
-# it: the live colour written by the image's entrypoint step (compose-live-colour.sh),
-# and the compose service names (resolved by Docker's DNS at run time) mapped to
-# loopback.
+# it: the shared edge files mounted beside it, the live colour written by the image's
+# entrypoint step (compose-live-colour.sh), and the compose service names (resolved by
+# Docker's DNS at run time) mapped to loopback.
 if command -v nginx >/dev/null; then
   n="$work/nginx"
-  mkdir -p "$n/live" "$n/cache" "$n/tmp"
+  mkdir -p "$n/live" "$n/cache" "$n/tmp" "$n/edge"
+  cp deploy/nginx/edge-http.conf deploy/nginx/edge-locations.conf "$n/edge/"
   sed -e "s#/etc/nginx/live#$n/live#g" deploy/nginx/compose-live-colour.sh > "$n/live-colour.sh"
-  LIVE_COLOUR=green sh "$n/live-colour.sh"
-  sed -E -e 's/server reader-(blue|green)-[0-9]+:/server 127.0.0.1:/' \
-    -e "s#/etc/nginx/live#$n/live#g" -e "s#/var/cache/nginx#$n/cache#g" \
+  LIVE_COLOUR=green READERS_PER_COLOUR=3 sh "$n/live-colour.sh"
+  grep -q 'server reader-green-3:8000' "$n/live/live.conf" ||
+    fail "compose-live-colour.sh did not write the green upstream"
+  sh "$n/live-colour.sh" blue
+  grep -q 'server reader-blue-1:8000' "$n/live/live.conf" ||
+    fail "compose-live-colour.sh did not switch to blue"
+  sed -i -E 's/server reader-(blue|green)-[0-9]+:/server 127.0.0.1:/' "$n/live/live.conf"
+  sed -E -e "s#/etc/nginx/live#$n/live#g" -e "s#/etc/nginx/edge#$n/edge#g" \
+    -e "s#/var/cache/nginx#$n/cache#g" \
     deploy/nginx/compose-edge.conf > "$n/edge.conf"
   cat > "$n/nginx.conf" <<CONF
 pid $n/nginx.pid;

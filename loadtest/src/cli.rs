@@ -178,6 +178,10 @@ pub enum BenchCommand {
     /// Uncached account history on millions of payments (throughput and latency
     /// percentiles), against `/constant` at the same concurrency, driven by wrk.
     ReaderHistory(crate::bench::reader::history::ReaderHistoryBenchArgs),
+    /// The local stack under steady open-rate load through the edge across a reader
+    /// switch, a writer handover and a switch back: every response counted (failures
+    /// must be 0), each switch timed, the chain checked, and the edge's cache shares.
+    BlueGreen(crate::bench::blue_green::BlueGreenBenchArgs),
 }
 
 /// Arguments of `loadtest bench extract`.
@@ -233,6 +237,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::ReaderHistory(args)) => {
             async_runtime()?.block_on(crate::bench::reader::history::run(&args))
+        }
+        Command::Bench(BenchCommand::BlueGreen(args)) => {
+            async_runtime()?.block_on(crate::bench::blue_green::run(&args))
         }
         Command::Stack(args) => async_runtime()?.block_on(crate::stack::run(&args)),
         Command::Switch(args) => crate::stack::control::run_switch(&args),

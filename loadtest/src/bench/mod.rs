@@ -1,6 +1,7 @@
 //! Benchmarks, one module each.
 
 pub mod backfill;
+pub mod blue_green;
 pub mod catchup;
 pub mod extract;
 pub mod live_latency;

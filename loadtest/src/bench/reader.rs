@@ -190,7 +190,7 @@ impl ReaderCounters {
     }
 }
 
-fn metric_value(text: &str, name: &str, label: Option<&str>) -> f64 {
+pub(crate) fn metric_value(text: &str, name: &str, label: Option<&str>) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| {

@@ -8,6 +8,7 @@
 //! as the new standby, and checks that the stored ledgers have no gap. One operation runs
 //! at a time.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
@@ -58,7 +59,21 @@ impl WriterLauncher {
     }
 }
 
-/// The writers of both colours.
+/// A blue and a green writer, as the handover drives them: processes in the local stack
+/// ([`Writers`]), in-process writers in tests. Each serves `/health` with its role.
+pub trait WriterPair: Send {
+    /// Where `colour`'s writer serves `/health` (None before it first started).
+    fn health(&self, colour: Colour) -> Option<SocketAddr>;
+    /// Whether `colour`'s writer is running.
+    fn running(&mut self, colour: Colour) -> bool;
+    /// Starts `colour`'s writer.
+    fn start(&mut self, colour: Colour) -> impl Future<Output = anyhow::Result<()>> + Send;
+    /// Stops `colour`'s writer gracefully (SIGTERM or its shutdown token) and waits until
+    /// it has exited; nothing to do when it does not run.
+    fn stop(&mut self, colour: Colour) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// The writer processes of both colours.
 #[derive(Debug)]
 pub struct Writers {
     /// How to start one.
@@ -88,13 +103,43 @@ impl Writers {
     }
 }
 
+impl WriterPair for Writers {
+    fn health(&self, colour: Colour) -> Option<SocketAddr> {
+        Some(self.launcher.health(colour))
+    }
+
+    fn running(&mut self, colour: Colour) -> bool {
+        self.slot(colour)
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    fn start(&mut self, colour: Colour) -> impl Future<Output = anyhow::Result<()>> + Send {
+        let started = self.launcher.spawn(colour).map(|child| {
+            *self.slot(colour) = Some(child);
+        });
+        std::future::ready(started)
+    }
+
+    fn stop(&mut self, colour: Colour) -> impl Future<Output = anyhow::Result<()>> + Send {
+        let child = self.slot(colour).take();
+        async move {
+            if let Some(mut child) = child {
+                terminate(&child);
+                tokio::task::spawn_blocking(move || child.wait()).await??;
+            }
+            Ok(())
+        }
+    }
+}
+
 /// What the control port shares.
 #[derive(Clone, Debug)]
 pub struct Control {
     /// The edge (blocking calls).
     pub edge: Arc<Mutex<Edge>>,
-    /// The writers (blocking calls).
-    pub writers: Arc<Mutex<Writers>>,
+    /// The writers.
+    pub writers: Arc<tokio::sync::Mutex<Writers>>,
     /// The primary, to check the chain.
     pub primary_url: String,
     /// One operation at a time.
@@ -171,7 +216,8 @@ async fn switch_readers(
 
 async fn handover_writer(State(control): State<Control>) -> Response {
     let _one = control.busy.lock().await;
-    match hand_over(&control).await {
+    let mut writers = control.writers.lock().await;
+    match hand_over(&mut *writers, &control.primary_url).await {
         Ok(report) => Json(report).into_response(),
         Err(error) => failure(error),
     }
@@ -207,111 +253,114 @@ async fn wait_role(
     }
 }
 
-async fn hand_over(control: &Control) -> anyhow::Result<WriterHandover> {
+/// Hands ingestion over from the active writer to the other colour: the other colour
+/// runs as a hot standby first, then the active one stops, the standby must report
+/// active, the old colour starts again as the new standby, and the stored chain must
+/// be contiguous.
+pub async fn hand_over<W: WriterPair>(
+    writers: &mut W,
+    primary_url: &str,
+) -> anyhow::Result<WriterHandover> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()?;
-    let launcher = control
-        .writers
-        .lock()
-        .map_err(|_| anyhow::anyhow!("writer state poisoned"))?
-        .launcher
-        .clone();
     let mut active = None;
     for colour in [Colour::Blue, Colour::Green] {
-        if role(&client, launcher.health(colour)).await.as_deref() == Some("active") {
-            active = Some(colour);
+        if let Some(health) = writers.health(colour) {
+            if role(&client, health).await.as_deref() == Some("active") {
+                active = Some(colour);
+            }
         }
     }
     let old = active.context("no writer reports active: nothing to hand over")?;
     let new = old.other();
     // The new colour must be a hot standby before the old one stops.
-    {
-        let mut writers = control
-            .writers
-            .lock()
-            .map_err(|_| anyhow::anyhow!("writer state poisoned"))?;
-        let running = writers
-            .slot(new)
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
-        if !running {
-            *writers.slot(new) = Some(launcher.spawn(new)?);
-        }
+    if !writers.running(new) {
+        writers.start(new).await?;
     }
+    let health = |writers: &W, colour: Colour| {
+        writers
+            .health(colour)
+            .with_context(|| format!("the {colour} writer serves no health"))
+    };
     wait_role(
         &client,
-        launcher.health(new),
+        health(writers, new)?,
         "standby",
         Duration::from_secs(30),
     )
     .await?;
-    let stopped = {
-        let mut writers = control
-            .writers
-            .lock()
-            .map_err(|_| anyhow::anyhow!("writer state poisoned"))?;
-        writers.slot(old).take()
-    };
     let stopping = Instant::now();
-    if let Some(mut child) = stopped {
-        terminate(&child);
-        tokio::task::spawn_blocking(move || child.wait()).await??;
-    }
+    writers.stop(old).await?;
     wait_role(
         &client,
-        launcher.health(new),
+        health(writers, new)?,
         "active",
         Duration::from_secs(30),
     )
     .await?;
     let takeover = stopping.elapsed();
     // The old colour becomes the standby.
-    {
-        let mut writers = control
-            .writers
-            .lock()
-            .map_err(|_| anyhow::anyhow!("writer state poisoned"))?;
-        *writers.slot(old) = Some(launcher.spawn(old)?);
-    }
+    writers.start(old).await?;
     wait_role(
         &client,
-        launcher.health(old),
+        health(writers, old)?,
         "standby",
         Duration::from_secs(30),
     )
     .await?;
-    let ledgers = chain_extent(&control.primary_url).await?;
-    if ledgers.2 != ledgers.1 - ledgers.0 + 1 {
-        bail!(
-            "the stored ledgers have a gap after the handover: {} ledgers from {} to {}",
-            ledgers.2,
-            ledgers.0,
-            ledgers.1
-        );
+    let chain = chain_check(primary_url).await?;
+    if !chain.contiguous() {
+        bail!("the stored ledgers are not one chain after the handover: {chain:?}");
     }
     Ok(WriterHandover {
         active: new.to_string(),
         takeover_ms: takeover.as_millis() as u64,
-        ledgers,
+        ledgers: (chain.first, chain.last, chain.count),
     })
 }
 
-/// First, last and count of the stored ledgers. The URL's `sslmode` and `sslrootcert`
-/// apply as they do for the writer (`shared::pgtls`).
-pub async fn chain_extent(primary_url: &str) -> anyhow::Result<(i64, i64, i64)> {
+/// The stored ledgers, as a chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainCheck {
+    /// The lowest stored sequence (0 when none).
+    pub first: i64,
+    /// The highest (-1 when none).
+    pub last: i64,
+    /// Rows in `ledgers`.
+    pub count: i64,
+    /// Ledgers whose `previous_hash` is not the stored hash of the ledger before.
+    pub broken_links: i64,
+}
+
+impl ChainCheck {
+    /// Every sequence from first to last stored once, each linked to the one before.
+    pub fn contiguous(&self) -> bool {
+        self.count == self.last - self.first + 1 && self.broken_links == 0
+    }
+}
+
+/// Checks the stored ledgers on the primary: extent, count and hash links. The URL's
+/// `sslmode` and `sslrootcert` apply as they do for the writer (`shared::pgtls`).
+pub async fn chain_check(primary_url: &str) -> anyhow::Result<ChainCheck> {
     let (client, connection) = shared::pgtls::PgTarget::parse(primary_url)?
         .connect()
         .await?;
     tokio::spawn(connection);
     let row = client
         .query_one(
-            "SELECT coalesce(min(sequence), 0)::bigint, coalesce(max(sequence), -1)::bigint, \
-             count(*) FROM ledgers",
+            "SELECT coalesce(min(l.sequence), 0)::bigint, coalesce(max(l.sequence), -1)::bigint, \
+             count(*), count(*) FILTER (WHERE p.sequence IS NOT NULL AND p.hash <> l.previous_hash) \
+             FROM ledgers l LEFT JOIN ledgers p ON p.sequence = l.sequence - 1",
             &[],
         )
         .await?;
-    Ok((row.get(0), row.get(1), row.get(2)))
+    Ok(ChainCheck {
+        first: row.get(0),
+        last: row.get(1),
+        count: row.get(2),
+        broken_links: row.get(3),
+    })
 }
 
 /// SIGTERM to a child process.

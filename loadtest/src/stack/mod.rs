@@ -166,152 +166,258 @@ fn network(name: &str) -> Network {
     }
 }
 
+/// A running stack: what [`Stack::start`] started, until [`Stack::stop`].
+#[derive(Debug)]
+pub struct Stack {
+    /// The operator's handles: the edge, the writers, the primary's URL.
+    pub control: Control,
+    /// `http://127.0.0.1:PORT` of the edge: the API.
+    pub edge_url: String,
+    /// Where Postgres and Redis keep their data.
+    pub data: PathBuf,
+    /// The RPC the writers ingest from.
+    pub rpc_url: String,
+    /// The readers' addresses, blue pair first.
+    pub reader_addresses: Vec<SocketAddr>,
+    cluster: PostgresCluster,
+    redis: RedisServer,
+    simnet: Option<Simnet>,
+    readers: Vec<Child>,
+}
+
+impl Stack {
+    /// Starts every part: databases, RPC (or the simulator), both writers (blue first, so
+    /// it becomes active), both reader pairs and the edge with blue live.
+    pub async fn start(args: &StackArgs) -> anyhow::Result<Self> {
+        let writer_bin = crate::sibling_binary("writer")?;
+        let reader_bin = crate::sibling_binary("reader")?;
+        let network = network(&args.network);
+        let data = args.data_dir.clone().unwrap_or_else(default_data_dir);
+        if args.fresh {
+            wipe_data_dir(&data)?;
+        }
+        let source = match &args.rpc_url {
+            Some(_) => format!("rpc {}", network.passphrase()),
+            None => format!("simulator {}", network.passphrase()),
+        };
+        claim_data_dir(&data, &source)?;
+        println!(
+            "starting PostgreSQL primary + streaming replica and Redis (data in {}) ...",
+            data.display()
+        );
+        let (pg_dir, pg_port) = (data.join("postgres"), args.pg_port);
+        let cluster = tokio::task::spawn_blocking(move || {
+            PostgresCluster::open_kept(&pg_dir, pg_port, pg_port.saturating_add(1))
+        })
+        .await??;
+        let (redis_dir, redis_port) = (data.join("redis"), args.redis_port);
+        let redis =
+            tokio::task::spawn_blocking(move || RedisServer::open_kept(&redis_dir, redis_port))
+                .await??;
+        let resumed = stored_tip(&cluster);
+        if let Some(tip) = resumed {
+            println!("resuming: ledgers up to {tip} are stored");
+        }
+
+        let (rpc_url, simnet, start) = match &args.rpc_url {
+            Some(url) => (url.clone(), None, "latest".to_owned()),
+            None => {
+                let recorded = load_chain(&args.ledgers, None).with_context(|| {
+                    format!("loading recorded ledgers from {}", args.ledgers.display())
+                })?;
+                let chain = crate::simnet::recorded_then_synthetic(
+                    recorded,
+                    args.synthetic,
+                    200,
+                    100_000,
+                    1,
+                    network.clone(),
+                )?;
+                let first = chain
+                    .first()
+                    .map(shared::ledger_file::ledger_seq)
+                    .context("empty chain")?;
+                // The same chain as last time: what is stored has already closed.
+                let closed = resumed.map_or(1, |tip| tip.saturating_sub(first) as usize + 1);
+                let mut config = SimnetConfig::new(chain);
+                config.network_passphrase = network.passphrase().to_owned();
+                config.initially_closed = closed;
+                config.close_interval = Some(Duration::from_millis(args.close_interval_ms));
+                let sim = Simnet::start(config).await?;
+                (sim.url(), Some(sim), first.to_string())
+            }
+        };
+
+        let writer_args: Vec<String> = [
+            "run",
+            "--database-url",
+            &cluster.primary_url(),
+            "--rpc-url",
+            &rpc_url,
+            "--network",
+            network.passphrase(),
+            "--start",
+            &start,
+            "--redis-url",
+            &redis.url(),
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        let launcher = WriterLauncher {
+            binary: writer_bin.clone(),
+            args: writer_args,
+            health_port: args.health_port,
+        };
+        let blue_writer = launcher.spawn(Colour::Blue)?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let green_writer = launcher.spawn(Colour::Green)?;
+        let writers = Arc::new(tokio::sync::Mutex::new(Writers {
+            launcher,
+            blue: Some(blue_writer),
+            green: Some(green_writer),
+        }));
+
+        let replica_url = cluster.replica_url().unwrap_or_default();
+        let public_url = format!("http://127.0.0.1:{}", args.edge_port);
+        let spawn_reader = |port: u16| -> anyhow::Result<Child> {
+            Command::new(&reader_bin)
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .args(["--replica-url", &replica_url])
+                .args(["--primary-url", &cluster.primary_url()])
+                .args(["--redis-url", &redis.url()])
+                // Links in pages point at the edge, whichever pod renders them.
+                .args(["--public-url", &public_url])
+                .env(
+                    "RUST_LOG",
+                    std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+                )
+                .spawn()
+                .with_context(|| format!("starting the reader on port {port}"))
+        };
+        let reader_ports: Vec<u16> = (0..4).map(|i| args.reader_port + i).collect();
+        let mut readers = Vec::new();
+        for port in &reader_ports {
+            readers.push(spawn_reader(*port)?);
+        }
+        let reader_addresses: Vec<SocketAddr> = reader_ports
+            .iter()
+            .map(|port| SocketAddr::from(([127, 0, 0, 1], *port)))
+            .collect();
+        let colours = Colours {
+            blue: reader_addresses[..2].to_vec(),
+            green: reader_addresses[2..].to_vec(),
+        };
+        let edge_port = args.edge_port;
+        let edge = tokio::task::spawn_blocking(move || {
+            Edge::start_on(Some(edge_port), colours, Colour::Blue)
+        })
+        .await??;
+        let edge_url = edge.url();
+        let control = Control {
+            edge: Arc::new(Mutex::new(edge)),
+            writers,
+            primary_url: cluster.primary_url(),
+            busy: Arc::default(),
+        };
+        Ok(Self {
+            control,
+            edge_url,
+            data,
+            rpc_url,
+            reader_addresses,
+            cluster,
+            redis,
+            simnet,
+            readers,
+        })
+    }
+
+    /// The primary's URL.
+    pub fn primary_url(&self) -> String {
+        self.cluster.primary_url()
+    }
+
+    /// The replica's URL.
+    pub fn replica_url(&self) -> String {
+        self.cluster.replica_url().unwrap_or_default()
+    }
+
+    /// Redis' URL.
+    pub fn redis_url(&self) -> String {
+        self.redis.url()
+    }
+
+    /// Whether the RPC is the simulator.
+    pub fn simulated(&self) -> bool {
+        self.simnet.is_some()
+    }
+
+    /// Stops everything, the edge first, then readers, writers, RPC and databases.
+    /// Other holders of `control` must have dropped it (the last share stops nginx).
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let Self {
+            control,
+            cluster,
+            redis,
+            simnet,
+            mut readers,
+            ..
+        } = self;
+        let Control { edge, writers, .. } = control;
+        drop(edge);
+        for reader in &readers {
+            control::terminate(reader);
+        }
+        tokio::task::spawn_blocking(move || {
+            for reader in &mut readers {
+                let _ = reader.wait();
+            }
+        })
+        .await?;
+        let mut writers = writers.lock_owned().await;
+        tokio::task::spawn_blocking(move || writers.stop_all()).await?;
+        if let Some(sim) = simnet {
+            sim.shutdown().await;
+        }
+        drop(redis);
+        drop(cluster);
+        Ok(())
+    }
+}
+
 /// Starts the stack and keeps it up until Ctrl-C.
 pub async fn run(args: &StackArgs) -> anyhow::Result<()> {
     let signals = shared::shutdown::StopSignals::register()?;
-    let writer_bin = crate::sibling_binary("writer")?;
-    let reader_bin = crate::sibling_binary("reader")?;
-    let network = network(&args.network);
-    let data = args.data_dir.clone().unwrap_or_else(default_data_dir);
-    if args.fresh {
-        wipe_data_dir(&data)?;
-    }
-    let source = match &args.rpc_url {
-        Some(_) => format!("rpc {}", network.passphrase()),
-        None => format!("simulator {}", network.passphrase()),
-    };
-    claim_data_dir(&data, &source)?;
-    println!(
-        "starting PostgreSQL primary + streaming replica and Redis (data in {}) ...",
-        data.display()
-    );
-    let (pg_dir, pg_port) = (data.join("postgres"), args.pg_port);
-    let cluster = tokio::task::spawn_blocking(move || {
-        PostgresCluster::open_kept(&pg_dir, pg_port, pg_port.saturating_add(1))
-    })
-    .await??;
-    let (redis_dir, redis_port) = (data.join("redis"), args.redis_port);
-    let redis = tokio::task::spawn_blocking(move || RedisServer::open_kept(&redis_dir, redis_port))
-        .await??;
-    let resumed = stored_tip(&cluster);
-    if let Some(tip) = resumed {
-        println!("resuming: ledgers up to {tip} are stored");
-    }
-
-    let (rpc_url, simnet, start) = match &args.rpc_url {
-        Some(url) => (url.clone(), None, "latest".to_owned()),
-        None => {
-            let recorded = load_chain(&args.ledgers, None).with_context(|| {
-                format!("loading recorded ledgers from {}", args.ledgers.display())
-            })?;
-            let chain = crate::simnet::recorded_then_synthetic(
-                recorded,
-                args.synthetic,
-                200,
-                100_000,
-                1,
-                network.clone(),
-            )?;
-            let first = chain
-                .first()
-                .map(shared::ledger_file::ledger_seq)
-                .context("empty chain")?;
-            // The same chain as last time: what is stored has already closed.
-            let closed = resumed.map_or(1, |tip| tip.saturating_sub(first) as usize + 1);
-            let mut config = SimnetConfig::new(chain);
-            config.network_passphrase = network.passphrase().to_owned();
-            config.initially_closed = closed;
-            config.close_interval = Some(Duration::from_millis(args.close_interval_ms));
-            let sim = Simnet::start(config).await?;
-            (sim.url(), Some(sim), first.to_string())
-        }
-    };
-
-    let writer_args: Vec<String> = [
-        "run",
-        "--database-url",
-        &cluster.primary_url(),
-        "--rpc-url",
-        &rpc_url,
-        "--network",
-        network.passphrase(),
-        "--start",
-        &start,
-        "--redis-url",
-        &redis.url(),
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .collect();
-    let launcher = WriterLauncher {
-        binary: writer_bin.clone(),
-        args: writer_args,
-        health_port: args.health_port,
-    };
-    let blue_writer = launcher.spawn(Colour::Blue)?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let green_writer = launcher.spawn(Colour::Green)?;
-    let writers = Arc::new(Mutex::new(Writers {
-        launcher,
-        blue: Some(blue_writer),
-        green: Some(green_writer),
-    }));
-
-    let replica_url = cluster.replica_url().unwrap_or_default();
-    let public_url = format!("http://127.0.0.1:{}", args.edge_port);
-    let spawn_reader = |port: u16| -> anyhow::Result<Child> {
-        Command::new(&reader_bin)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--replica-url", &replica_url])
-            .args(["--primary-url", &cluster.primary_url()])
-            .args(["--redis-url", &redis.url()])
-            // Links in pages point at the edge, whichever pod renders them.
-            .args(["--public-url", &public_url])
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .spawn()
-            .with_context(|| format!("starting the reader on port {port}"))
-    };
-    let reader_ports: Vec<u16> = (0..4).map(|i| args.reader_port + i).collect();
-    let mut readers = Vec::new();
-    for port in &reader_ports {
-        readers.push(spawn_reader(*port)?);
-    }
-    let address = |port: &u16| SocketAddr::from(([127, 0, 0, 1], *port));
-    let colours = Colours {
-        blue: reader_ports[..2].iter().map(address).collect(),
-        green: reader_ports[2..].iter().map(address).collect(),
-    };
-    let edge_port = args.edge_port;
-    let edge =
-        tokio::task::spawn_blocking(move || Edge::start_on(Some(edge_port), colours, Colour::Blue))
-            .await??;
-    let edge_url = edge.url();
-    let edge = Arc::new(Mutex::new(edge));
-    let control = Control {
-        edge: edge.clone(),
-        writers: writers.clone(),
-        primary_url: cluster.primary_url(),
-        busy: Arc::default(),
-    };
+    let stack = Stack::start(args).await?;
     let control_listener = tokio::net::TcpListener::bind(("127.0.0.1", args.control_port))
         .await
         .with_context(|| format!("the control port {}", args.control_port))?;
-    let control_server =
-        tokio::spawn(async move { axum::serve(control_listener, control::router(control)).await });
+    let router = control::router(stack.control.clone());
+    let control_server = tokio::spawn(async move { axum::serve(control_listener, router).await });
 
+    let ports: Vec<u16> = stack.reader_addresses.iter().map(|a| a.port()).collect();
     println!();
     println!("the stack is up:");
-    println!("  edge      {edge_url}/payments  <- the API (blue readers live)");
-    println!("  data      {} (kept; --fresh starts over)", data.display());
-    println!("  primary   {}", cluster.primary_url());
-    println!("  replica   {}", cluster.replica_url().unwrap_or_default());
-    println!("  redis     {}", redis.url());
     println!(
-        "  rpc       {rpc_url}{}",
-        if simnet.is_some() { " (simulator)" } else { "" }
+        "  edge      {}/payments  <- the API (blue readers live)",
+        stack.edge_url
+    );
+    println!(
+        "  data      {} (kept; --fresh starts over)",
+        stack.data.display()
+    );
+    println!("  primary   {}", stack.primary_url());
+    println!("  replica   {}", stack.replica_url());
+    println!("  redis     {}", stack.redis_url());
+    println!(
+        "  rpc       {}{}",
+        stack.rpc_url,
+        if stack.simulated() {
+            " (simulator)"
+        } else {
+            ""
+        }
     );
     println!(
         "  writers   http://127.0.0.1:{}/health (blue), http://127.0.0.1:{}/health (green standby)",
@@ -320,7 +426,7 @@ pub async fn run(args: &StackArgs) -> anyhow::Result<()> {
     );
     println!(
         "  readers   blue http://127.0.0.1:{} and :{}, green :{} and :{}",
-        reader_ports[0], reader_ports[1], reader_ports[2], reader_ports[3]
+        ports[0], ports[1], ports[2], ports[3]
     );
     println!(
         "  control   http://127.0.0.1:{} (loadtest switch readers | loadtest switch writer)",
@@ -333,25 +439,7 @@ pub async fn run(args: &StackArgs) -> anyhow::Result<()> {
     control_server.abort();
     // The aborted server drops its share of the edge; the last share stops nginx.
     let _ = control_server.await;
-    drop(edge);
-    for reader in &readers {
-        control::terminate(reader);
-    }
-    for reader in &mut readers {
-        let _ = reader.wait();
-    }
-    tokio::task::spawn_blocking(move || {
-        if let Ok(mut writers) = writers.lock() {
-            writers.stop_all();
-        }
-    })
-    .await?;
-    if let Some(sim) = simnet {
-        sim.shutdown().await;
-    }
-    drop(redis);
-    drop(cluster);
-    Ok(())
+    stack.stop().await
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! `deploy/nginx/edge-locations.conf`): the shared cache honours the readers' headers and
 //! never serves another client's RateLimit headers, client-sent forwarding headers do
 //! not reach the readers, operational routes stay off the public port, and traffic moves
-//! between a blue and a green pair under steady load with no failed request.
+//! between a blue and a green pair, and ingestion from the blue to the green writer,
+//! under steady load with no failed request and no missing or duplicated ledger.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -215,6 +216,7 @@ async fn the_edge_caches_strips_and_switches_colours_without_a_failed_request() 
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut edge = edge;
     let mut reports = Vec::new();
+    let mut handover = None;
     for (round, to) in [Colour::Green, Colour::Blue].into_iter().enumerate() {
         let (back, report) = blocking(move || {
             let report = edge.switch(to, Duration::from_secs(10), Duration::from_secs(15));
@@ -240,6 +242,49 @@ async fn the_edge_caches_strips_and_switches_colours_without_a_failed_request() 
                 "{fresh} served by {by}"
             );
         }
+        if round == 0 {
+            // Ingestion moves to the other writer between the two reader switches; the
+            // chain stays whole, and pages through the edge show ledgers closed after.
+            handover = Some(world.hand_over_writer().await.expect("writer handover"));
+            let next = world.close_next().await;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let root: serde_json::Value = client
+                    .get(format!("{base}/"))
+                    .send()
+                    .await
+                    .expect("request")
+                    .json()
+                    .await
+                    .expect("json");
+                if root["history_latest_ledger"].as_u64() >= Some(u64::from(next)) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the edge never showed ledger {next} after the handover: {root}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            // Each reader of the pair follows the tip on its own poll: the page is
+            // served once the one that answers has seen the ledger too.
+            loop {
+                let page = client
+                    .get(format!("{base}/ledgers/{next}/payments"))
+                    .send()
+                    .await
+                    .expect("request");
+                if page.status() == 200 {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "ledger {next} through the edge: {}",
+                    page.status()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -264,11 +309,35 @@ async fn the_edge_caches_strips_and_switches_colours_without_a_failed_request() 
         })
         .map(|(_, n)| n)
         .sum();
-    eprintln!("through the edge across two switches: {statuses:?}; switches: {reports:?}");
+    eprintln!(
+        "through the edge across two switches and a writer handover: {statuses:?}; \
+         switches: {reports:?}; handover: {handover:?}"
+    );
     assert!(total > 100, "the load ran ({total} requests)");
     assert_eq!(
         failed, 0,
         "failed requests across the switches: {statuses:?}"
+    );
+    // Every ledger closed so far stored once, with every payment the extractor made of
+    // it, and nothing else.
+    let handover = handover.expect("a handover ran");
+    assert_eq!(handover.active, "green");
+    let tip = world.latest();
+    let stored = |sql: &str| -> i64 {
+        blocking(|| world.pg.psql(world.pg.primary_port(), "payments", sql))
+            .expect("psql")
+            .trim()
+            .parse()
+            .expect("a count")
+    };
+    assert_eq!(
+        stored("SELECT count(DISTINCT sequence) FROM ledgers"),
+        i64::from(tip - crate::support::FIRST + 1)
+    );
+    assert_eq!(stored("SELECT max(sequence) FROM ledgers"), i64::from(tip));
+    assert_eq!(
+        stored("SELECT count(*) FROM payments"),
+        world.records_through(tip).len() as i64
     );
 
     // A colour that is not ready is not switched to.

@@ -1,9 +1,16 @@
 //! Shared by the reader's integration tests: a Postgres primary with a streaming
 //! replica fed by the real writer from the recorded ledgers (through the RPC
 //! simulator), optional Redis, and readers started in-process against them; the same
-//! world with TLS-only servers for the TLS tests.
+//! world with TLS-only servers for the TLS tests. The writer is the blue one of an
+//! in-process blue/green pair ([`TestWriters`]) that the local stack's handover
+//! (`loadtest::stack::control::hand_over`) can drive.
 
+use std::future::Future;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
+
+use loadtest::edge::Colour;
+use loadtest::stack::control::{WriterHandover, WriterPair};
 
 use loadtest::simnet::{Simnet, SimnetConfig};
 use reader::config::ReaderArgs;
@@ -51,9 +58,97 @@ pub struct World {
     pub redis: Option<RedisServer>,
     pub simnet: Simnet,
     pub ledgers: Vec<LedgerPayments>,
-    writer_status: Status,
-    writer_stop: CancellationToken,
-    writer: tokio::task::JoinHandle<anyhow::Result<()>>,
+    writers: tokio::sync::Mutex<TestWriters>,
+}
+
+/// A writer run in this process, with its health server.
+struct TestWriter {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// A blue and a green writer in this process, each serving `/health` on a free port:
+/// what the stack's handover drives in tests.
+pub struct TestWriters {
+    argv: Vec<String>,
+    blue: Option<TestWriter>,
+    green: Option<TestWriter>,
+    health: [Option<SocketAddr>; 2],
+    /// The status of every writer started so far (the newest ledger any committed).
+    statuses: Vec<Status>,
+}
+
+impl TestWriters {
+    fn slot(&mut self, colour: Colour) -> &mut Option<TestWriter> {
+        match colour {
+            Colour::Blue => &mut self.blue,
+            Colour::Green => &mut self.green,
+        }
+    }
+
+    /// The newest ledger a writer committed.
+    fn last_ledger(&self) -> Option<u32> {
+        self.statuses
+            .iter()
+            .filter_map(|s| s.snapshot().last_ledger)
+            .max()
+    }
+
+    /// Whether no writer runs any more.
+    fn all_finished(&self) -> bool {
+        [&self.blue, &self.green]
+            .iter()
+            .all(|w| w.as_ref().is_none_or(|w| w.task.is_finished()))
+    }
+}
+
+impl WriterPair for TestWriters {
+    fn health(&self, colour: Colour) -> Option<SocketAddr> {
+        self.health[colour as usize]
+    }
+
+    fn running(&mut self, colour: Colour) -> bool {
+        self.slot(colour)
+            .as_ref()
+            .is_some_and(|w| !w.task.is_finished())
+    }
+
+    fn start(&mut self, colour: Colour) -> impl Future<Output = anyhow::Result<()>> + Send {
+        let argv = self.argv.clone();
+        let status = Status::new();
+        self.statuses.push(status.clone());
+        let stop = CancellationToken::new();
+        let token = stop.clone();
+        let started = async move {
+            let args = match <Cli as clap::Parser>::try_parse_from(argv)?.command {
+                WriterCommand::Run(args) => args,
+                _ => anyhow::bail!("not a run command"),
+            };
+            let health =
+                writer::status::serve(args.health_listen, status.clone(), token.clone()).await?;
+            let task = tokio::spawn(writer::commands::run::run_until_shutdown(
+                args, status, token,
+            ));
+            Ok((health, task))
+        };
+        async move {
+            let (health, task) = started.await?;
+            self.health[colour as usize] = Some(health);
+            *self.slot(colour) = Some(TestWriter { stop, task });
+            Ok(())
+        }
+    }
+
+    fn stop(&mut self, colour: Colour) -> impl Future<Output = anyhow::Result<()>> + Send {
+        let writer = self.slot(colour).take();
+        async move {
+            if let Some(writer) = writer {
+                writer.stop.cancel();
+                writer.task.await??;
+            }
+            Ok(())
+        }
+    }
 }
 
 impl World {
@@ -119,28 +214,23 @@ impl World {
                 ca.ca_file().display().to_string(),
             ]);
         }
-        let args = match <Cli as clap::Parser>::try_parse_from(argv)
-            .expect("writer arguments")
-            .command
-        {
-            WriterCommand::Run(args) => args,
-            _ => unreachable!("a run command"),
+        let mut writers = TestWriters {
+            argv,
+            blue: None,
+            green: None,
+            health: [None, None],
+            statuses: Vec::new(),
         };
-        let writer_status = Status::new();
-        let writer_stop = CancellationToken::new();
-        let writer = tokio::spawn(writer::commands::run::run_until_shutdown(
-            args,
-            writer_status.clone(),
-            writer_stop.clone(),
-        ));
+        writers
+            .start(Colour::Blue)
+            .await
+            .expect("the blue writer starts");
         let world = Self {
             pg,
             redis,
             simnet,
             ledgers,
-            writer_status,
-            writer_stop,
-            writer,
+            writers: tokio::sync::Mutex::new(writers),
         };
         world.wait_ingested(FIRST + closed as u32 - 1).await;
         world
@@ -154,13 +244,13 @@ impl World {
     /// Waits until the writer committed `ledger` and the replica replayed it.
     pub async fn wait_ingested(&self, ledger: u32) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while self
-            .writer_status
-            .snapshot()
-            .last_ledger
-            .is_none_or(|l| l < ledger)
-        {
-            assert!(!self.writer.is_finished(), "writer stopped early");
+        loop {
+            let writers = self.writers.lock().await;
+            if writers.last_ledger().is_some_and(|l| l >= ledger) {
+                return;
+            }
+            assert!(!writers.all_finished(), "writer stopped early");
+            drop(writers);
             assert!(Instant::now() < deadline, "ledger {ledger} not ingested");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -187,18 +277,24 @@ impl World {
             .collect()
     }
 
-    /// Stops the writer: from then on the databases change only as the test changes
+    /// Hands ingestion over to the other colour's writer, as `loadtest switch writer`
+    /// does (the old one restarts as the standby), and checks the stored chain.
+    pub async fn hand_over_writer(&self) -> anyhow::Result<WriterHandover> {
+        let mut writers = self.writers.lock().await;
+        loadtest::stack::control::hand_over(&mut *writers, &self.pg.primary_url()).await
+    }
+
+    /// Stops the writers: from then on the databases change only as the test changes
     /// them.
     pub async fn stop_writer(&mut self) {
-        self.writer_stop.cancel();
-        while !self.writer.is_finished() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut writers = self.writers.lock().await;
+        for colour in [Colour::Blue, Colour::Green] {
+            let _ = writers.stop(colour).await;
         }
     }
 
-    pub async fn stop(self) {
-        self.writer_stop.cancel();
-        let _ = self.writer.await;
+    pub async fn stop(mut self) {
+        self.stop_writer().await;
         self.simnet.shutdown().await;
     }
 }
