@@ -28,7 +28,7 @@
 //! [`datalake`] writes a generated chain as a SEP-54 data lake.
 
 pub mod datalake;
-mod rng;
+pub(crate) mod rng;
 mod tx;
 mod world;
 
