@@ -72,7 +72,9 @@ fn component(child: &ProcStat) -> String {
     match child.comm.as_str() {
         "postgres" => {
             let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.pid)).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains("replica") {
+            // The data directory names the server (`-c wal_level=replica` is on both).
+            let text = String::from_utf8_lossy(&cmdline);
+            if text.split('\0').any(|arg| arg.ends_with("/replica")) {
                 "postgres replica".into()
             } else {
                 "postgres primary".into()
