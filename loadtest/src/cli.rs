@@ -34,6 +34,23 @@ pub enum Command {
     /// Operator commands for a running stack: move reader traffic between colours at
     /// the edge, or hand ingestion over to the standby writer.
     Switch(crate::stack::control::SwitchArgs),
+    /// An open-loop load of wallets, explorers, keyed and abusive clients and event
+    /// streams through the edge, at a steady rate or ramped to the knee; writes a JSON
+    /// results file.
+    Load(crate::load::LoadArgs),
+    /// Renders a `loadtest load` results file as a self-contained HTML page of charts
+    /// and tables.
+    Report(ReportArgs),
+}
+
+/// Arguments of `loadtest report`.
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// The results file of `loadtest load`.
+    pub results: PathBuf,
+    /// The HTML page to write.
+    #[arg(long, short = 'o', default_value = "report.html")]
+    pub out: PathBuf,
 }
 
 /// Arguments of `loadtest simnet`.
@@ -243,7 +260,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Stack(args) => async_runtime()?.block_on(crate::stack::run(&args)),
         Command::Switch(args) => crate::stack::control::run_switch(&args),
+        Command::Load(args) => async_runtime()?.block_on(crate::load::run_command(&args)),
+        Command::Report(args) => run_report(&args),
     }
+}
+
+fn run_report(args: &ReportArgs) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+
+    let text = std::fs::read(&args.results)
+        .with_context(|| format!("reading {}", args.results.display()))?;
+    let results: crate::load::results::Results = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is not a load results file", args.results.display()))?;
+    std::fs::write(&args.out, crate::load::report::render(&results))
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!("wrote {}", args.out.display());
+    Ok(())
 }
 
 fn async_runtime() -> anyhow::Result<tokio::runtime::Runtime> {

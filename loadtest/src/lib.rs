@@ -6,6 +6,9 @@
 //! load tests and for other crates' integration tests (in process, through
 //! [`simnet::Simnet`]).
 //!
+//! [`load`] is an open-loop load generator with a traffic model, for the whole stack
+//! through the edge, and renders its results as an HTML report with charts.
+//!
 //! [`synth`] generates synthetic Stellar chains of any length, with the payment records
 //! each ledger must yield, and writes them as SEP-54 data lakes; simnet can serve them
 //! after (or instead of) the recorded ledgers.
@@ -13,6 +16,7 @@
 pub mod bench;
 pub mod cli;
 pub mod edge;
+pub mod load;
 pub mod simnet;
 pub mod stack;
 pub mod synth;

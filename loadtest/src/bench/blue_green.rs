@@ -180,6 +180,9 @@ pub async fn run(args: &BlueGreenBenchArgs) -> anyhow::Result<()> {
         fresh: false,
         pg_port: base + 40,
         redis_port: base + 50,
+        rate_limits: None,
+        prefill_payments: 0,
+        prefill_lake: None,
     };
     let stack = Stack::start(&stack_args).await?;
     let outcome = measure(args, &stack).await;

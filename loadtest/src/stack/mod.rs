@@ -79,6 +79,114 @@ pub struct StackArgs {
     /// Port of Redis.
     #[arg(long, default_value_t = 6390)]
     pub redis_port: u16,
+    /// Rate limits for the readers (TOML; `loadtest/load-limits.toml` is the one the
+    /// load generator's model expects). Without it, nothing is limited.
+    #[arg(long)]
+    pub rate_limits: Option<PathBuf>,
+    /// Before the writers start, backfill this many synthetic payments (250 a ledger,
+    /// from ledger 2, over the same 100,000 accounts the simulator's synthetic ledgers
+    /// pay) with `writer backfill`, so the live chain lands on a large history. Skipped
+    /// when those ledgers are already stored.
+    #[arg(long, default_value_t = 0)]
+    pub prefill_payments: u64,
+    /// Where the prefill's synthetic data lake is written (kept, and reused when it
+    /// holds the same chain); default: a folder in the data directory, deleted after
+    /// the backfill.
+    #[arg(long)]
+    pub prefill_lake: Option<PathBuf>,
+}
+
+/// What `--prefill-payments` backfills: the synthetic world of the simulator's tail.
+fn prefill_chain(payments: u64) -> crate::bench::reader::Chain {
+    const PER_LEDGER: u32 = 250;
+    crate::bench::reader::Chain {
+        first_seq: 2,
+        ledgers: payments.div_ceil(u64::from(PER_LEDGER)).max(1) as u32,
+        payments_per_ledger: PER_LEDGER,
+        accounts: SYNTHETIC_ACCOUNTS,
+        seed: SYNTHETIC_SEED,
+    }
+}
+
+/// Accounts of the simulator's synthetic ledgers (and of the prefill).
+const SYNTHETIC_ACCOUNTS: u32 = 100_000;
+/// Seed of the simulator's synthetic world (and of the prefill).
+const SYNTHETIC_SEED: u64 = 1;
+
+/// Backfills the prefill chain into the primary unless it is stored; no cursor is
+/// written (the live writer starts at the simulator's first ledger, past a gap).
+async fn prefill(
+    writer_bin: &Path,
+    primary_url: &str,
+    data: &Path,
+    args: &StackArgs,
+) -> anyhow::Result<()> {
+    let chain = prefill_chain(args.prefill_payments);
+    let migrate = Command::new(writer_bin)
+        .args(["migrate", "--database-url", primary_url])
+        .env("RUST_LOG", "warn")
+        .output()?;
+    if !migrate.status.success() {
+        anyhow::bail!(
+            "writer migrate failed: {}",
+            String::from_utf8_lossy(&migrate.stderr)
+        );
+    }
+    let db = crate::bench::reader::connect(primary_url).await?;
+    let held: i64 = db
+        .query_one(
+            "SELECT count(*) FROM ledgers WHERE sequence BETWEEN $1 AND $2",
+            &[&(chain.first_seq as i32), &(chain.last_seq() as i32)],
+        )
+        .await?
+        .get(0);
+    if held >= i64::from(chain.ledgers) {
+        println!(
+            "prefill: ledgers {}-{} already stored",
+            chain.first_seq,
+            chain.last_seq()
+        );
+        return Ok(());
+    }
+    let (lake, temporary) = match &args.prefill_lake {
+        Some(dir) => (dir.clone(), false),
+        None => (data.join("prefill-lake"), true),
+    };
+    let started = std::time::Instant::now();
+    if let Some(summary) = chain.ensure_lake(&lake).await? {
+        println!(
+            "prefill: wrote {} payments in {} ledgers to {} in {:.1} s",
+            summary.payments,
+            summary.ledgers,
+            lake.display(),
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let started = std::time::Instant::now();
+    let status = Command::new(writer_bin)
+        .args(["backfill", "--database-url", primary_url])
+        .args(["--network", &args.network])
+        .args(["--source", lake.to_str().context("lake path")?])
+        .args(["--from", &chain.first_seq.to_string()])
+        .args(["--to", &chain.last_seq().to_string()])
+        .args(["--workers", "2"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    if !status.success() {
+        anyhow::bail!("writer backfill failed ({status})");
+    }
+    db.batch_execute("VACUUM (ANALYZE)").await?;
+    println!(
+        "prefill: backfilled ledgers {}-{} in {:.1} s",
+        chain.first_seq,
+        chain.last_seq(),
+        started.elapsed().as_secs_f64()
+    );
+    if temporary {
+        std::fs::remove_dir_all(&lake).with_context(|| format!("removing {}", lake.display()))?;
+    }
+    Ok(())
 }
 
 /// The default data directory: see [`StackArgs::data_dir`].
@@ -128,7 +236,13 @@ fn claim_data_dir(data: &Path, source: &str) -> anyhow::Result<()> {
 
 /// Empties `data` for `--fresh`.
 fn wipe_data_dir(data: &Path) -> anyhow::Result<()> {
-    for name in ["postgres", "redis", SOURCE_FILE] {
+    for name in [
+        "postgres",
+        "redis",
+        SOURCE_FILE,
+        "stack.json",
+        "prefill-lake",
+    ] {
         let path = data.join(name);
         let removed = if path.is_dir() {
             std::fs::remove_dir_all(&path)
@@ -214,6 +328,9 @@ impl Stack {
         let redis =
             tokio::task::spawn_blocking(move || RedisServer::open_kept(&redis_dir, redis_port))
                 .await??;
+        if args.prefill_payments > 0 {
+            prefill(&writer_bin, &cluster.primary_url(), &data, args).await?;
+        }
         let resumed = stored_tip(&cluster);
         if let Some(tip) = resumed {
             println!("resuming: ledgers up to {tip} are stored");
@@ -229,8 +346,8 @@ impl Stack {
                     recorded,
                     args.synthetic,
                     200,
-                    100_000,
-                    1,
+                    SYNTHETIC_ACCOUNTS,
+                    SYNTHETIC_SEED,
                     network.clone(),
                 )?;
                 let first = chain
@@ -281,7 +398,11 @@ impl Stack {
         let replica_url = cluster.replica_url().unwrap_or_default();
         let public_url = format!("http://127.0.0.1:{}", args.edge_port);
         let spawn_reader = |port: u16| -> anyhow::Result<Child> {
-            Command::new(&reader_bin)
+            let mut reader = Command::new(&reader_bin);
+            if let Some(limits) = &args.rate_limits {
+                reader.arg("--rate-limits").arg(limits);
+            }
+            reader
                 .args(["--listen", &format!("127.0.0.1:{port}")])
                 .args(["--replica-url", &replica_url])
                 .args(["--primary-url", &cluster.primary_url()])
@@ -397,6 +518,19 @@ pub async fn run(args: &StackArgs) -> anyhow::Result<()> {
     let control_server = tokio::spawn(async move { axum::serve(control_listener, router).await });
 
     let ports: Vec<u16> = stack.reader_addresses.iter().map(|a| a.port()).collect();
+    // For `loadtest load --stack-info`: where everything is.
+    let info = crate::load::StackInfo {
+        pid: std::process::id(),
+        edge: stack.edge_url.clone(),
+        writer_health: (0..2)
+            .map(|i| format!("http://127.0.0.1:{}/health", args.health_port + i))
+            .collect(),
+        replica_url: stack.replica_url(),
+    };
+    let info_path = stack.data.join("stack.json");
+    std::fs::write(&info_path, serde_json::to_vec_pretty(&info)?)
+        .with_context(|| format!("writing {}", info_path.display()))?;
+
     println!();
     println!("the stack is up:");
     println!(
@@ -431,6 +565,10 @@ pub async fn run(args: &StackArgs) -> anyhow::Result<()> {
     println!(
         "  control   http://127.0.0.1:{} (loadtest switch readers | loadtest switch writer)",
         args.control_port
+    );
+    println!(
+        "  info      {} (loadtest load --stack-info)",
+        info_path.display()
     );
     println!("press Ctrl-C to stop everything");
     signals.recv().await;

@@ -1,6 +1,8 @@
 //! The load tester's integration tests, one binary: the RPC simulator against the real
-//! Stellar RPC client and recorded responses, and the synthetic chain generator against
-//! the extractor and the data-lake reader.
+//! Stellar RPC client and recorded responses, the synthetic chain generator against
+//! the extractor and the data-lake reader, and the load generator against a real
+//! reader behind the real edge.
 
+mod load;
 mod simnet;
 mod synth;
