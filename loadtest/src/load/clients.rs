@@ -194,11 +194,27 @@ async fn fetch(
     }
 }
 
-/// One arrival of `class`, due at `due`, in `phase`; `seed` drives its choices.
-pub async fn arrival(traffic: Arc<Traffic>, class: Class, phase: usize, due: Instant, seed: u64) {
+/// One arrival of `class`, due at `due`, in `phase`; `seed` drives its choices. It is
+/// counted in flight when this is called (by the dispatcher, before the request's task
+/// first runs), so a phase that waits for nothing in flight never ends before its last
+/// arrival is answered.
+pub fn arrival(
+    traffic: Arc<Traffic>,
+    class: Class,
+    phase: usize,
+    due: Instant,
+    seed: u64,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     traffic.recorder.in_flight.fetch_add(1, Ordering::Relaxed);
+    async move {
+        arrive(&traffic, class, phase, due, seed).await;
+        traffic.recorder.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn arrive(traffic: &Arc<Traffic>, class: Class, phase: usize, due: Instant, seed: u64) {
     let mut rng = Rng::new(seed);
-    let t = &*traffic;
+    let t: &Traffic = traffic;
     match class {
         Class::Wallet => {
             let account = t.popularity.draw(&mut rng).to_owned();
@@ -236,7 +252,6 @@ pub async fn arrival(traffic: Arc<Traffic>, class: Class, phase: usize, due: Ins
         }
         Class::Stream => {}
     }
-    traffic.recorder.in_flight.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// An explorer's visit: a first page, then `next` links.
