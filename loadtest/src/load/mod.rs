@@ -6,7 +6,8 @@
 //! writes a JSON results file ([`results`]) that `loadtest report` renders ([`report`]).
 //!
 //! Two ways to run: a steady rate for a while, or a ramp to the knee: the model's mix
-//! stepped up until p99 reaches the limit or errors appear, then `/constant` through the
+//! stepped up until p99 reaches the limit or errors appear (a failed step is run once
+//! more at the same rate before it ends the ramp), then `/constant` through the
 //! same edge stepped up the same way (the edge's own ceiling, in the same run); the knee
 //! is the highest good mix rate as a ratio to the highest good `/constant` rate.
 //!
@@ -394,6 +395,7 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Results> {
                 .enumerate()
             {
                 let mut rate = start;
+                let mut retried = false;
                 while rate <= max {
                     let index = phases.len();
                     let at = run_start.elapsed().as_secs_f64();
@@ -410,13 +412,17 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Results> {
                     print_phase(&phase);
                     let good = phase.good;
                     phases.push(phase);
-                    if !good {
-                        break;
-                    }
-                    best[which] = Some(rate);
-                    rate *= factor;
                     // Let queues empty before the next step.
                     tokio::time::sleep(Duration::from_secs(1)).await;
+                    match next_step(good, retried) {
+                        Step::Retry => retried = true,
+                        Step::Stop => break,
+                        Step::Up => {
+                            retried = false;
+                            best[which] = Some(rate);
+                            rate *= factor;
+                        }
+                    }
                 }
             }
             let ratio = match best {
@@ -458,6 +464,26 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Results> {
         },
         knee,
     })
+}
+
+/// What a ramp does after a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// The step was good: the next rate.
+    Up,
+    /// The step failed for the first time: the same rate once more, so one stall of a
+    /// shared machine (a checkpoint, another process) does not end the ramp.
+    Retry,
+    /// The step failed twice in a row: the knee is the last good rate.
+    Stop,
+}
+
+fn next_step(good: bool, retried: bool) -> Step {
+    match (good, retried) {
+        (true, _) => Step::Up,
+        (false, false) => Step::Retry,
+        (false, true) => Step::Stop,
+    }
 }
 
 fn print_phase(phase: &Phase) {
@@ -502,4 +528,18 @@ pub async fn run_command(args: &LoadArgs) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{next_step, Step};
+
+    #[test]
+    fn a_failed_step_is_repeated_once_before_it_ends_the_ramp() {
+        assert_eq!(next_step(true, false), Step::Up);
+        assert_eq!(next_step(false, false), Step::Retry);
+        // Good on the second try: the ramp goes on (and may retry again later).
+        assert_eq!(next_step(true, true), Step::Up);
+        assert_eq!(next_step(false, true), Step::Stop);
+    }
 }

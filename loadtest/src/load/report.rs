@@ -27,63 +27,103 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// How a chart's y axis is scaled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scale {
+    /// Evenly spaced values from zero (or the lowest value).
+    Linear,
+    /// Decades evenly spaced: latencies spanning 1 ms to seconds stay readable at both
+    /// ends. Only positive values can be drawn; the others are left out.
+    Log,
+}
+
 /// A line chart as an SVG document.
 fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
-    let series: Vec<&Series> = series.iter().filter(|(_, p)| !p.is_empty()).collect();
-    if series.is_empty() {
+    chart(title, x_label, y_label, series, Scale::Linear)
+}
+
+/// A line chart with a logarithmic y axis (latencies).
+fn log_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
+    chart(title, x_label, y_label, series, Scale::Log)
+}
+
+fn chart(title: &str, x_label: &str, y_label: &str, series: &[Series], scale: Scale) -> String {
+    let kept: Vec<Series> = series
+        .iter()
+        .map(|(name, points)| {
+            let points = points
+                .iter()
+                .copied()
+                .filter(|p| p.0.is_finite() && p.1.is_finite())
+                .filter(|p| scale == Scale::Linear || p.1 > 0.0)
+                .collect();
+            (name.clone(), points)
+        })
+        .filter(|(_, p): &Series| !p.is_empty())
+        .collect();
+    if kept.is_empty() {
         return format!(
             "<div class=\"empty\"><b>{}</b><br>no data</div>",
             escape(title)
         );
     }
-    let points = || series.iter().flat_map(|(_, p)| p.iter());
+    let points = || kept.iter().flat_map(|(_, p)| p.iter());
     let x_max = points().map(|p| p.0).fold(0.0, f64::max).max(1.0);
     let x_min = points()
         .map(|p| p.0)
         .fold(f64::INFINITY, f64::min)
         .min(x_max - 1.0);
-    let y_max = points().map(|p| p.1).fold(0.0, f64::max);
-    let y_min = points().map(|p| p.1).fold(0.0, f64::min);
-    let y_max = if y_max <= y_min {
-        y_min + 1.0
-    } else {
-        y_max * 1.08
-    };
+    let y_top = points().map(|p| p.1).fold(0.0, f64::max);
     let mut svg = String::new();
     let drawn = (|| -> Result<(), Box<dyn std::error::Error>> {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         root.fill(&WHITE)?;
-        let mut chart = ChartBuilder::on(&root)
+        let mut builder = ChartBuilder::on(&root);
+        builder
             .caption(title, ("sans-serif", 17))
             .margin(8)
             .x_label_area_size(36)
-            .y_label_area_size(58)
-            .build_cartesian_2d(x_min..x_max, y_min..y_max)?;
-        chart
-            .configure_mesh()
-            .x_desc(x_label)
-            .y_desc(y_label)
-            .light_line_style(RGBColor(235, 235, 235))
-            .draw()?;
-        for (i, (name, points)) in series.iter().enumerate() {
-            let colour = Palette99::pick(i).to_rgba();
-            chart
-                .draw_series(LineSeries::new(
-                    points.iter().copied(),
-                    colour.stroke_width(2),
-                ))?
-                .label(name.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
-                });
+            .y_label_area_size(58);
+        match scale {
+            Scale::Linear => {
+                let y_min = points().map(|p| p.1).fold(0.0, f64::min);
+                let y_max = if y_top <= y_min {
+                    y_min + 1.0
+                } else {
+                    y_top * 1.08
+                };
+                let mut chart = builder.build_cartesian_2d(x_min..x_max, y_min..y_max)?;
+                chart
+                    .configure_mesh()
+                    .x_desc(x_label)
+                    .y_desc(y_label)
+                    .light_line_style(RGBColor(235, 235, 235))
+                    .draw()?;
+                draw_lines(&mut chart, &kept)?;
+            }
+            Scale::Log => {
+                let y_low = points().map(|p| p.1).fold(f64::INFINITY, f64::min);
+                // Whole decades around the data, so the ticks are 1, 10, 100, ...
+                let y_min = 10f64.powf(y_low.log10().floor());
+                let y_max = 10f64.powf(y_top.log10().ceil()).max(y_min * 10.0);
+                let mut chart =
+                    builder.build_cartesian_2d(x_min..x_max, (y_min..y_max).log_scale())?;
+                chart
+                    .configure_mesh()
+                    .x_desc(x_label)
+                    .y_desc(format!("{y_label} (log scale)"))
+                    .y_label_formatter(&|v| {
+                        if *v >= 1.0 {
+                            format!("{v:.0}")
+                        } else {
+                            format!("{v}")
+                        }
+                    })
+                    .light_line_style(RGBColor(235, 235, 235))
+                    .draw()?;
+                draw_lines(&mut chart, &kept)?;
+            }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(190, 190, 190))
-            .label_font(("sans-serif", 12))
-            .draw()?;
         root.present()?;
         Ok(())
     })();
@@ -95,6 +135,41 @@ fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> S
             escape(&e.to_string())
         ),
     }
+}
+
+/// The series as lines with a legend, on a chart of any y scale.
+fn draw_lines<'a, Y>(
+    chart: &mut ChartContext<
+        'a,
+        SVGBackend<'a>,
+        Cartesian2d<plotters::coord::types::RangedCoordf64, Y>,
+    >,
+    series: &[Series],
+) -> Result<(), String>
+where
+    Y: Ranged<ValueType = f64>,
+{
+    for (i, (name, points)) in series.iter().enumerate() {
+        let colour = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                colour.stroke_width(2),
+            ))
+            .map_err(|e| e.to_string())?
+            .label(name.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(190, 190, 190))
+        .label_font(("sans-serif", 12))
+        .draw()
+        .map_err(|e| e.to_string())
 }
 
 /// Status groups, in the order the status mix shows them.
@@ -162,7 +237,7 @@ pub fn render(results: &Results) -> String {
         })
         .collect();
     latency.truncate(4);
-    charts.push(line_chart(
+    charts.push(log_chart(
         "Latency percentiles, all requests (from due time)",
         "seconds",
         "ms",
@@ -179,7 +254,7 @@ pub fn render(results: &Results) -> String {
             (c.as_str().to_owned(), points)
         })
         .collect();
-    charts.push(line_chart("p99 latency per class", "seconds", "ms", &p99s));
+    charts.push(log_chart("p99 latency per class", "seconds", "ms", &p99s));
     // Throughput per class and the arrival rate asked for.
     let mut throughput: Vec<Series> = classes
         .iter()
@@ -315,7 +390,7 @@ pub fn render(results: &Results) -> String {
                 )
             })
             .collect();
-        charts.push(line_chart(
+        charts.push(log_chart(
             "Ramp: p99 latency against arrival rate",
             "arrival rate (requests/s)",
             "p99 ms",
@@ -622,6 +697,26 @@ mod tests {
         let html = render(&r);
         assert!(html.contains("no data"));
         assert!(html.ends_with("</html>\n"));
+    }
+
+    #[test]
+    fn latency_charts_use_a_log_axis_in_whole_decades() {
+        let series = vec![(
+            "p99".to_owned(),
+            vec![(0.0, 0.0), (1.0, 2.5), (2.0, 40.0), (3.0, 1300.0)],
+        )];
+        let svg = log_chart("latency", "seconds", "ms", &series).replace('\n', "");
+        assert!(svg.contains("<svg"), "{svg}");
+        assert!(svg.contains("ms (log scale)"));
+        // 1 ms to 10 s: the decade ticks are labelled, the zero point is left out.
+        for tick in [">1<", ">10<", ">100<", ">1000<"] {
+            assert!(svg.contains(tick), "no tick {tick}");
+        }
+        let linear = line_chart("latency", "seconds", "ms", &series);
+        assert!(!linear.contains("log scale"));
+        // Nothing positive: no data, not a failure.
+        let zeros = vec![("p99".to_owned(), vec![(0.0, 0.0)])];
+        assert!(log_chart("latency", "seconds", "ms", &zeros).contains("no data"));
     }
 
     #[test]
