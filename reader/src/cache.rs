@@ -11,6 +11,7 @@ use std::io::Write as _;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use axum::http::HeaderValue;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
 
@@ -28,6 +29,8 @@ pub struct Rendered {
     gzip: OnceLock<Bytes>,
     brotli: OnceLock<Bytes>,
     zstd: OnceLock<Bytes>,
+    /// The ETag header of each encoding (identity, gzip, br, zstd), built on first use.
+    tags: [OnceLock<Option<HeaderValue>>; 4],
 }
 
 /// A content coding a response can be sent in.
@@ -102,6 +105,7 @@ impl Rendered {
             gzip: OnceLock::new(),
             brotli: OnceLock::new(),
             zstd: OnceLock::new(),
+            tags: Default::default(),
         }
     }
 
@@ -129,6 +133,20 @@ impl Rendered {
     /// The entity tag of the body in `encoding`.
     pub fn etag_for(&self, encoding: Encoding) -> String {
         encoded_etag(&self.etag, encoding)
+    }
+
+    /// [`Rendered::etag_for`] as a header value, built once per encoding and kept (a
+    /// hit sends it without formatting or validating it again).
+    pub fn etag_header(&self, encoding: Encoding) -> Option<HeaderValue> {
+        let slot = match encoding {
+            Encoding::Identity => 0,
+            Encoding::Gzip => 1,
+            Encoding::Brotli => 2,
+            Encoding::Zstd => 3,
+        };
+        self.tags[slot]
+            .get_or_init(|| HeaderValue::from_str(&self.etag_for(encoding)).ok())
+            .clone()
     }
 }
 

@@ -164,9 +164,10 @@ pub async fn observe(State(state): State<AppState>, request: Request, next: Next
     let mut response = next.run(request).await;
     let status = response.status().as_u16().to_string();
     if response.extensions().get::<ProblemMarker>().is_some() {
-        if let Ok(v) = HeaderValue::from_str(state.policy.current().value(&route, Class::Error)) {
-            response.headers_mut().insert(header::CACHE_CONTROL, v);
-        }
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            state.policy.current().header(&route, Class::Error),
+        );
     }
     if !response.headers().contains_key(&LATEST_LEDGER) {
         if let Some(tip) = state.sources.best_tip() {

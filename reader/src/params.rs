@@ -394,13 +394,18 @@ impl PageRequest {
     /// The query string that reproduces this request with another cursor and order
     /// (for `_links`), parameters in a fixed order.
     pub fn query_string(&self, cursor: Option<&str>, order: Order) -> String {
-        let mut q = String::new();
+        let mut q = String::with_capacity(48);
+        self.write_query(&mut q, cursor, order);
+        q
+    }
+
+    /// [`PageRequest::query_string`], appended to `q`.
+    fn write_query(&self, q: &mut String, cursor: Option<&str>, order: Order) {
+        q.push_str("cursor=");
         if let Some(c) = cursor {
-            let _ = write!(q, "cursor={c}&");
-        } else {
-            q.push_str("cursor=&");
+            q.push_str(c);
         }
-        let _ = write!(q, "limit={}&order={}", self.limit, order.as_str());
+        let _ = write!(q, "&limit={}&order={}", self.limit, order.as_str());
         if self.include_failed && !matches!(self.scope, Scope::Transaction(_)) {
             q.push_str("&include_failed=true");
         }
@@ -419,7 +424,6 @@ impl PageRequest {
         if let Some(t) = self.to_time {
             let _ = write!(q, "&to_time={}", shared::horizon::format_time(t));
         }
-        q
     }
 
     /// The cursor as the query string shows it.
@@ -433,12 +437,38 @@ impl PageRequest {
 
     /// The normalised form: one string per distinct request (the cache key's half).
     pub fn normalized(&self) -> String {
-        let cursor = self.cursor_text();
-        format!(
-            "{}?{}",
-            self.scope.path(),
-            self.query_string(cursor.as_deref(), self.order)
-        )
+        let mut out = String::with_capacity(128);
+        self.write_normalized(&mut out);
+        out
+    }
+
+    /// [`PageRequest::normalized`], appended to `out` (a cache key is built in one
+    /// buffer on every request).
+    pub fn write_normalized(&self, out: &mut String) {
+        match &self.scope {
+            Scope::All => out.push_str("/payments"),
+            Scope::Account(a) => {
+                out.push_str("/accounts/");
+                out.push_str(a);
+                out.push_str("/payments");
+            }
+            Scope::Ledger(s) => {
+                let _ = write!(out, "/ledgers/{s}/payments");
+            }
+            Scope::Transaction(h) => {
+                out.push_str("/transactions/");
+                out.push_str(&hex::encode(h));
+                out.push_str("/payments");
+            }
+        }
+        out.push('?');
+        let mut number = itoa::Buffer::new();
+        let cursor = match self.cursor {
+            Cursor::Start => None,
+            Cursor::Now => Some("now"),
+            Cursor::After(t) => Some(number.format(t)),
+        };
+        self.write_query(out, cursor, self.order);
     }
 }
 

@@ -11,7 +11,10 @@
 //! The first rule matching (route, class) wins.
 
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::http::HeaderValue;
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
@@ -40,6 +43,9 @@ struct Rule {
     route: String,
     class: Class,
     value: String,
+    /// `value` as a header, built once when the policy is parsed (sent on every hit).
+    #[serde(skip)]
+    header: Option<HeaderValue>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -73,9 +79,10 @@ pub enum PolicyError {
 impl Policy {
     /// Parses a policy document.
     pub fn parse(text: &str) -> Result<Self, PolicyError> {
-        let file: PolicyFile = toml::from_str(text)?;
-        for rule in &file.rule {
-            if axum::http::HeaderValue::from_str(&rule.value).is_err() {
+        let mut file: PolicyFile = toml::from_str(text)?;
+        for rule in &mut file.rule {
+            rule.header = HeaderValue::from_str(&rule.value).ok();
+            if rule.header.is_none() {
                 return Err(PolicyError::Value {
                     route: rule.route.clone(),
                     value: rule.value.clone(),
@@ -90,46 +97,56 @@ impl Policy {
         Self::parse(DEFAULT_POLICY).unwrap_or(Self { rules: Vec::new() })
     }
 
-    /// The header value for `route` (a template such as `/payments`) and `class`.
-    pub fn value(&self, route: &str, class: Class) -> &str {
+    fn rule(&self, route: &str, class: Class) -> Option<&Rule> {
         self.rules
             .iter()
             .find(|r| r.class == class && (r.route == route || r.route == "*"))
-            .map(|r| r.value.as_str())
-            .unwrap_or(match class {
-                Class::Error => "no-store",
-                Class::Immutable => "public, max-age=31536000, immutable",
-                Class::Head | Class::Stream => "no-cache",
-            })
+    }
+
+    fn fallback(class: Class) -> &'static str {
+        match class {
+            Class::Error => "no-store",
+            Class::Immutable => "public, max-age=31536000, immutable",
+            Class::Head | Class::Stream => "no-cache",
+        }
+    }
+
+    /// The header value for `route` (a template such as `/payments`) and `class`.
+    pub fn value(&self, route: &str, class: Class) -> &str {
+        self.rule(route, class)
+            .map_or(Self::fallback(class), |r| r.value.as_str())
+    }
+
+    /// [`Policy::value`] as a header (no copy: the policy holds it built).
+    pub fn header(&self, route: &str, class: Class) -> HeaderValue {
+        self.rule(route, class)
+            .and_then(|r| r.header.clone())
+            .unwrap_or_else(|| HeaderValue::from_static(Self::fallback(class)))
     }
 }
 
-/// The current policy, replaced atomically on reload.
+/// The current policy, replaced atomically on reload; read on every response without
+/// a lock.
 #[derive(Debug, Clone)]
 pub struct PolicyHandle {
-    current: Arc<RwLock<Arc<Policy>>>,
+    current: Arc<ArcSwap<Policy>>,
 }
 
 impl PolicyHandle {
     /// A handle holding `policy`.
     pub fn new(policy: Policy) -> Self {
         Self {
-            current: Arc::new(RwLock::new(Arc::new(policy))),
+            current: Arc::new(ArcSwap::from_pointee(policy)),
         }
     }
 
     /// The policy in force.
-    pub fn current(&self) -> Arc<Policy> {
-        self.current
-            .read()
-            .map(|p| p.clone())
-            .unwrap_or_else(|_| Arc::new(Policy::default_policy()))
+    pub fn current(&self) -> arc_swap::Guard<Arc<Policy>> {
+        self.current.load()
     }
 
     fn replace(&self, policy: Policy) {
-        if let Ok(mut p) = self.current.write() {
-            *p = Arc::new(policy);
-        }
+        self.current.store(Arc::new(policy));
     }
 
     /// Watches `path` (by modification time and size, every `interval`) and swaps in

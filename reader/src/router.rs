@@ -26,14 +26,24 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
     if origins.is_empty() {
         return None;
     }
-    let allow = if origins.iter().any(|o| o == "*") {
+    let any = origins.iter().any(|o| o == "*");
+    let allow = if any {
         AllowOrigin::any()
     } else {
         AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
     };
+    // `*` is the same answer for every origin and every preflight (the allowed methods
+    // and headers are fixed lists): nothing varies, so no `Vary` is added. A list of
+    // origins echoes the request's `Origin`: then it must be named.
+    let vary: Vec<HeaderName> = if any {
+        Vec::new()
+    } else {
+        tower_http::cors::preflight_request_headers().collect()
+    };
     Some(
         CorsLayer::new()
             .allow_origin(allow)
+            .vary(vary)
             .allow_methods([Method::GET, Method::HEAD, Method::OPTIONS])
             .allow_headers([
                 header::ACCEPT,
@@ -101,11 +111,14 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), observe));
     // Outermost: preflights are answered before any limit, and refusals (429, 503)
     // carry the CORS headers a browser needs to read them.
-    let app = match cors(&state.settings.cors_allow_origins) {
-        // The CORS layer appends its own `Vary`: one header leaves the reader.
-        Some(cors) => app
+    let origins = &state.settings.cors_allow_origins;
+    let app = match cors(origins) {
+        // For a list of origins the CORS layer appends its own `Vary`: one header
+        // leaves the reader.
+        Some(cors) if !origins.iter().any(|o| o == "*") => app
             .layer(cors)
             .layer(middleware::map_response(crate::middleware::merge_vary)),
+        Some(cors) => app.layer(cors),
         None => app,
     };
     app.with_state(state)

@@ -86,6 +86,14 @@ pub async fn start_on(listener: TcpListener, args: &ReaderArgs) -> anyhow::Resul
     if args.replica_urls.is_empty() && args.primary_url.is_none() {
         anyhow::bail!("give at least one --replica-url or a --primary-url");
     }
+    if args.replica_urls.len() + usize::from(args.primary_url.is_some())
+        > crate::sources::MAX_SOURCES
+    {
+        anyhow::bail!(
+            "at most {} history sources (replicas and primary)",
+            crate::sources::MAX_SOURCES
+        );
+    }
     let sources_config = args.sources()?;
     let redis_ca = sources_config.redis_ca.clone();
     let sources = Arc::new(Sources::new(&sources_config)?);

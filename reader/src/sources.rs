@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions as _, PgConnection, PgPool, Row as _};
@@ -81,6 +82,13 @@ struct Health {
     error: Option<String>,
 }
 
+/// The most sources (replicas and primary) a reader takes: a request chooses among
+/// them without allocating.
+pub const MAX_SOURCES: usize = 32;
+
+/// `Sources::newest` before any tip is known.
+const NO_TIP: u64 = u64::MAX;
+
 /// One database a reader can serve from.
 #[derive(Debug)]
 pub struct Source {
@@ -90,7 +98,8 @@ pub struct Source {
     pub role: Role,
     /// Its connection pool.
     pub pool: PgPool,
-    health: RwLock<Arc<Health>>,
+    /// Read on every request: a lock-free swap, never a lock.
+    health: ArcSwap<Health>,
     /// How to open the probe's own connection.
     probe_options: PgConnectOptions,
     /// When the source was last found down: pooled connections older than that are
@@ -102,25 +111,23 @@ pub struct Source {
 
 impl Source {
     fn health(&self) -> Arc<Health> {
-        self.health.read().map(|h| h.clone()).unwrap_or_default()
+        self.health.load_full()
     }
 
     fn set_health(&self, health: Health) {
-        if let Ok(mut h) = self.health.write() {
-            *h = Arc::new(health);
-        }
+        self.health.store(Arc::new(health));
     }
 
     /// Marks the source down after a connection-level failure; the next poll decides
     /// when it is back.
     pub fn mark_down(&self, error: &str) {
         self.down.mark();
-        if let Ok(mut h) = self.health.write() {
-            let mut down = Health::clone(&h);
+        self.health.rcu(|h| {
+            let mut down = Health::clone(h);
             down.reachable = false;
             down.error = Some(error.to_owned());
-            *h = Arc::new(down);
-        }
+            down
+        });
         metrics::gauge!("reader_source_up", "source" => self.name.clone()).set(0.0);
     }
 
@@ -309,7 +316,8 @@ pub struct Sources {
     sources: Vec<Arc<Source>>,
     max_lag: u32,
     next: AtomicUsize,
-    newest: RwLock<Option<u32>>,
+    /// The newest tip known anywhere ([`NO_TIP`] before any), read on every request.
+    newest: AtomicU64,
     best_tip: watch::Sender<u32>,
     fallbacks: AtomicU64,
     /// Counts the times the history went backwards.
@@ -361,7 +369,7 @@ fn source(
         role,
         pool: pool(options.clone(), config, down.clone()),
         down,
-        health: RwLock::new(Arc::new(Health::default())),
+        health: ArcSwap::from_pointee(Health::default()),
         probe_options: options.application_name("stellar-payments-reader-probe"),
         probe: tokio::sync::Mutex::new(None),
     }))
@@ -406,7 +414,7 @@ impl Sources {
             sources,
             max_lag: config.max_lag_ledgers,
             next: AtomicUsize::new(0),
-            newest: RwLock::new(None),
+            newest: AtomicU64::new(NO_TIP),
             best_tip,
             fallbacks: AtomicU64::new(0),
         })
@@ -465,7 +473,10 @@ impl Sources {
     }
 
     fn newest(&self) -> Option<u32> {
-        self.newest.read().ok().and_then(|n| *n)
+        match self.newest.load(Ordering::Acquire) {
+            NO_TIP => None,
+            n => u32::try_from(n).ok(),
+        }
     }
 
     fn usable(&self, health: &Health, newest: Option<u32>) -> Option<(View, u32)> {
@@ -480,37 +491,50 @@ impl Sources {
     /// Picks a source for a request: the next usable replica, else the primary, else a
     /// 503 saying why. `skip` lists sources that already failed this request.
     pub fn choose(&self, skip: &[String]) -> Result<Chosen, Problem> {
+        // On every request: no allocation, each source's health read once.
         let newest = self.newest();
-        let candidates: Vec<(Arc<Source>, View)> = self
-            .sources
-            .iter()
-            .filter(|s| !skip.contains(&s.name))
-            .filter_map(|s| {
-                self.usable(&s.health(), newest)
-                    .map(|(v, _)| (s.clone(), v))
-            })
-            .collect();
-        let replicas: Vec<_> = candidates
-            .iter()
-            .filter(|(s, _)| s.role == Role::Replica)
-            .collect();
-        if !replicas.is_empty() {
-            let i = self.next.fetch_add(1, Ordering::Relaxed) % replicas.len();
-            let (source, view) = replicas[i];
-            return Ok(Chosen {
-                source: source.clone(),
-                view: *view,
-            });
+        let mut usable: [Option<View>; MAX_SOURCES] = [None; MAX_SOURCES];
+        let mut replicas = 0;
+        let mut primary = None;
+        for (i, s) in self.sources.iter().enumerate() {
+            if skip.iter().any(|n| *n == s.name) {
+                continue;
+            }
+            let Some((view, _)) = self.usable(&s.health(), newest) else {
+                continue;
+            };
+            match s.role {
+                Role::Replica if i < MAX_SOURCES => {
+                    usable[i] = Some(view);
+                    replicas += 1;
+                }
+                Role::Replica => {}
+                Role::Primary => primary = primary.or(Some((i, view))),
+            }
         }
-        if let Some((source, view)) = candidates
-            .into_iter()
-            .find(|(s, _)| s.role == Role::Primary)
-        {
+        if replicas > 0 {
+            let nth = self.next.fetch_add(1, Ordering::Relaxed) % replicas;
+            if let Some((i, view)) = usable
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| v.map(|v| (i, v)))
+                .nth(nth)
+            {
+                return Ok(Chosen {
+                    source: self.sources[i].clone(),
+                    view,
+                });
+            }
+        }
+        if let Some((i, view)) = primary {
             if self.sources.iter().any(|s| s.role == Role::Replica) {
                 metrics::counter!("reader_primary_fallbacks_total").increment(1);
                 self.fallbacks.fetch_add(1, Ordering::Relaxed);
             }
-            return Ok(Chosen { source, view });
+            return Ok(Chosen {
+                source: self.sources[i].clone(),
+                view,
+            });
         }
         let reachable: Vec<Arc<Health>> = self
             .sources
@@ -683,10 +707,10 @@ impl Sources {
                 }
             }
             if !self.history_went_backwards(sources_newest, announced) {
-                if let Ok(mut n) = self.newest.write() {
-                    // The newest tip never goes back by itself (a source that was ahead
-                    // and died must still count: others are behind that tip).
-                    *n = (*n).max(newest);
+                // The newest tip never goes back by itself (a source that was ahead
+                // and died must still count: others are behind that tip).
+                if let Some(newest) = self.newest().max(newest) {
+                    self.newest.store(u64::from(newest), Ordering::Release);
                 }
             }
             let newest = self.newest();
@@ -747,9 +771,7 @@ impl Sources {
             Some(a) => newest = newest.max(a),
             None => {}
         }
-        if let Ok(mut n) = self.newest.write() {
-            *n = Some(newest);
-        }
+        self.newest.store(u64::from(newest), Ordering::Release);
         self.went_back.store(false, Ordering::Relaxed);
         for s in &self.sources {
             let mut h = Health::clone(&s.health());

@@ -135,6 +135,17 @@ impl CacheOutcome {
             Self::NotModified => "not_modified",
         }
     }
+
+    /// Counts one answer in `reader_cache_total`. The three counters are registered
+    /// once per process, not looked up by name and label on every hit.
+    fn count(self) {
+        static COUNTERS: std::sync::OnceLock<[metrics::Counter; 3]> = std::sync::OnceLock::new();
+        let counters = COUNTERS.get_or_init(|| {
+            [Self::Hit, Self::Miss, Self::NotModified]
+                .map(|o| metrics::counter!("reader_cache_total", "outcome" => o.as_str()))
+        });
+        counters[self as usize].increment(1);
+    }
 }
 
 /// The `Accept-Encoding` coding to send.
@@ -198,15 +209,16 @@ pub fn rendered_response(
         }
         (r, outcome, used)
     };
-    metrics::counter!("reader_cache_total", "outcome" => outcome.as_str()).increment(1);
+    outcome.count();
     response.extensions_mut().insert(outcome);
     let headers = response.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&rendered.etag_for(encoding)) {
+    if let Some(v) = rendered.etag_header(encoding) {
         headers.insert(header::ETAG, v);
     }
-    if let Ok(v) = HeaderValue::from_str(state.policy.current().value(route, rendered.class)) {
-        headers.insert(header::CACHE_CONTROL, v);
-    }
+    headers.insert(
+        header::CACHE_CONTROL,
+        state.policy.current().header(route, rendered.class),
+    );
     headers.insert(
         header::VARY,
         HeaderValue::from_static("Accept, Accept-Encoding"),

@@ -9,6 +9,7 @@
 //! never re-anchors at the tip; `If-None-Match: *` never answers 304 for a ledger or
 //! transaction that does not exist.
 
+use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -147,20 +148,39 @@ async fn page_at(
 ) -> Result<Response, StoreError> {
     let view = chosen.view;
     let tip = view.tip;
-    let mut request = request.clone();
-    request.resolve_now(tip);
-    let request = &request;
-    let route = request.scope.route();
-    let normalized = request.normalized();
-    let inputs = TagInputs {
-        base: &base.0,
-        normalized: &normalized,
-        generation: view.generation,
-        tip,
+    let resolved;
+    let request = if request.cursor == params::Cursor::Now {
+        let mut r = request.clone();
+        r.resolve_now(tip);
+        resolved = r;
+        &resolved
+    } else {
+        request
     };
+    let route = request.scope.route();
     // A closed ledger's and a transaction's payments never change: neither their key
     // nor their tag depends on the tip.
     let fixed = conditional::fixed_scope(&request.scope, tip);
+    // The cache key, built in one buffer: `fixed|{base}|{normalized}`, or
+    // `{tip}.{generation}|{base}|{normalized}` for a page that follows the head.
+    let mut key = String::with_capacity(192);
+    if fixed {
+        key.push_str("fixed");
+    } else {
+        let _ = write!(key, "{tip}.{}", view.generation);
+    }
+    key.push('|');
+    key.push_str(&base.0);
+    key.push('|');
+    let normalized_at = key.len();
+    request.write_normalized(&mut key);
+    let normalized = &key[normalized_at..];
+    let inputs = TagInputs {
+        base: &base.0,
+        normalized,
+        generation: view.generation,
+        tip,
+    };
     if let Some(condition) = condition {
         let tag = conditional::immutable_tag(&inputs, fixed);
         if conditional::matches_before_reading(condition, &tag) {
@@ -175,11 +195,6 @@ async fn page_at(
             ));
         }
     }
-    let key = if fixed {
-        format!("fixed|{}|{normalized}", base.0)
-    } else {
-        format!("{tip}.{}|{}|{normalized}", view.generation, base.0)
-    };
     if let Some(hit) = cached_response(state, &key, route, tip, condition, encoding).await {
         return Ok(hit);
     }
@@ -251,7 +266,7 @@ async fn page_at(
         })
     })?;
     let rendered = Arc::new(Rendered::new(Bytes::from(body), tag, class));
-    state.cache.insert(key, rendered.clone()).await;
+    state.cache.insert(key.clone(), rendered.clone()).await;
     let matched = condition.is_some_and(|c| conditional::matches(c, &rendered.etag));
     Ok(rendered_response(
         state,

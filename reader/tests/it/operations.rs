@@ -128,6 +128,18 @@ async fn health_metrics_and_openapi() {
             assert!(exposed.contains(name), "{path} exposes {name}: {exposed}");
         }
     }
+    // `*` answers every origin alike: the page varies on what the route reads, not on
+    // `Origin`; and without an `Origin` the same headers come back.
+    let r = reader.get_with("/payments?limit=2", &origin).await;
+    assert_eq!(
+        header(&r, "vary").as_deref(),
+        Some("accept, accept-encoding")
+    );
+    let r = reader.get_with("/payments?limit=2", &[]).await;
+    assert_eq!(
+        header(&r, "access-control-allow-origin").as_deref(),
+        Some("*")
+    );
     let preflight = reader
         .client
         .request(
