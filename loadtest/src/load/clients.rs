@@ -8,7 +8,7 @@
 //! are read to the end; links in pages are followed on the loaded base URL whatever
 //! host they name; nothing a server answers (bad JSON, no links) stops the load.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,6 +45,10 @@ pub struct Traffic {
     pub tip: AtomicU32,
     etags: Mutex<HashMap<String, String>>,
     hashes: Mutex<VecDeque<String>>,
+    /// The newest ledgers seen holding payments (from the paging tokens of pages read),
+    /// at most the explorer's `ledger_depth`: the ledgers an explorer opens are ones the
+    /// history holds, never a ledger in a gap of it.
+    ledgers: Mutex<BTreeSet<u32>>,
 }
 
 impl Traffic {
@@ -70,6 +74,7 @@ impl Traffic {
             tip: AtomicU32::new(0),
             etags: Mutex::default(),
             hashes: Mutex::default(),
+            ledgers: Mutex::default(),
         })
     }
 
@@ -86,6 +91,35 @@ impl Traffic {
                 hashes.push_back(hash.to_owned());
             }
         }
+    }
+
+    /// Remembers the ledgers of a page's records (a paging token is a TOID: the ledger
+    /// in its high 32 bits), keeping the newest `ledger_depth`.
+    pub fn remember_ledgers(&self, page: &serde_json::Value) {
+        let depth = self.model.explorer.ledger_depth as usize;
+        let Ok(mut ledgers) = self.ledgers.lock() else {
+            return;
+        };
+        for record in records(page) {
+            let token = record
+                .get("paging_token")
+                .and_then(|t| t.as_str())
+                .and_then(|t| t.parse::<i64>().ok());
+            if let Some(ledger) = token.and_then(|t| u32::try_from(t >> 32).ok()) {
+                ledgers.insert(ledger);
+            }
+        }
+        while ledgers.len() > depth {
+            ledgers.pop_first();
+        }
+    }
+
+    /// A ledger among those remembered, uniformly.
+    fn a_ledger(&self, rng: &mut Rng) -> Option<u32> {
+        let ledgers = self.ledgers.lock().ok()?;
+        (!ledgers.is_empty())
+            .then(|| ledgers.iter().nth(rng.index(ledgers.len())).copied())
+            .flatten()
     }
 
     fn a_hash(&self, rng: &mut Rng) -> Option<String> {
@@ -257,12 +291,11 @@ async fn arrive(traffic: &Arc<Traffic>, class: Class, phase: usize, due: Instant
 /// An explorer's visit: a first page, then `next` links.
 async fn explore(t: &Traffic, phase: usize, due: Instant, rng: &mut Rng) {
     let e = &t.model.explorer;
-    let tip = t.tip.load(Ordering::Relaxed);
     let first = match e.pick(rng.unit()) {
-        ExplorerKind::Ledger if tip > 0 => {
-            let back = rng.below(u64::from(e.ledger_depth.min(tip))) as u32;
-            format!("/ledgers/{}/payments?limit={}", tip - back, e.limit)
-        }
+        ExplorerKind::Ledger => match t.a_ledger(rng) {
+            Some(ledger) => format!("/ledgers/{ledger}/payments?limit={}", e.limit),
+            None => format!("/payments?order=desc&limit={}", e.limit),
+        },
         ExplorerKind::Transaction => match t.a_hash(rng) {
             Some(hash) => format!("/transactions/{hash}/payments?limit={}", e.limit),
             None => format!("/payments?order=desc&limit={}", e.limit),
@@ -282,6 +315,7 @@ async fn explore(t: &Traffic, phase: usize, due: Instant, rng: &mut Rng) {
         if page_number == 0 {
             t.remember_hashes(&page);
         }
+        t.remember_ledgers(&page);
         let full = records(&page).count() >= e.limit as usize;
         match next_path(&page) {
             Some(next) if full && rng.chance(e.follow) => {
@@ -424,6 +458,36 @@ mod tests {
         assert_eq!(records(&page).count(), 2);
         assert_eq!(next_path(&serde_json::json!({"_links": {}})), None);
         assert_eq!(records(&serde_json::json!([1, 2])).count(), 0);
+    }
+
+    #[test]
+    fn explorers_open_only_ledgers_seen_in_pages() {
+        let mut model = TrafficModel::builtin();
+        model.explorer.ledger_depth = 3;
+        let popularity = Popularity::new([("GA".to_owned(), 1)]).expect("popularity");
+        let t =
+            Traffic::new("http://edge.test", model, popularity, Arc::default()).expect("traffic");
+        let mut rng = Rng::new(7);
+        assert_eq!(t.a_ledger(&mut rng), None);
+        // Paging tokens of ledgers 8001 (prefill) and 30,820,015-30,820,017 (live): the gap
+        // between them is never drawn, and only the newest three are kept.
+        let token = |ledger: i64, n: i64| ((ledger << 32) | n).to_string();
+        let page = serde_json::json!({"_embedded": {"records": [
+            {"paging_token": token(8001, 4097)},
+            {"paging_token": token(30_820_015, 1)},
+            {"paging_token": token(30_820_016, 4097)},
+            {"paging_token": token(30_820_017, 8193)},
+            {"paging_token": "not a number"},
+        ]}});
+        t.remember_ledgers(&page);
+        let mut drawn = BTreeSet::new();
+        for _ in 0..200 {
+            drawn.insert(t.a_ledger(&mut rng).expect("a ledger"));
+        }
+        assert_eq!(
+            drawn.into_iter().collect::<Vec<_>>(),
+            [30_820_015, 30_820_016, 30_820_017]
+        );
     }
 
     #[test]

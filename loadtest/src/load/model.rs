@@ -89,7 +89,8 @@ pub struct Explorer {
     pub follow: f64,
     /// Pages at most in one visit (the first included).
     pub max_pages: u32,
-    /// Ledgers are drawn among the newest this many.
+    /// Ledger pages are opened among the newest this many ledgers seen in the pages
+    /// explorers read (the ledgers the history holds).
     pub ledger_depth: u32,
 }
 
