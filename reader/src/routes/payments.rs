@@ -181,7 +181,7 @@ async fn page_at(
         generation: view.generation,
         tip,
     };
-    if let Some(condition) = condition {
+    if let Some(condition) = condition.filter(|c| crate::cache::may_name_immutable(c)) {
         let tag = conditional::immutable_tag(&inputs, fixed);
         if conditional::matches_before_reading(condition, &tag) {
             // Only ever issued for a page that cannot change.
