@@ -7,14 +7,18 @@
 //! What must hold: every decision is still taken in Redis, exactly (a batch is atomic
 //! and decides in order, as if the decisions came one by one); a waiter is answered
 //! with its own decision or an error, never another's; a decision waits no longer than
-//! its caller's budget (the caller times out the wait and fails open); against a
-//! Cluster, one call only ever holds the keys of one client (one hash slot).
+//! its deadline (then it is answered with an error and the caller fails open): a call
+//! is given until the earliest deadline of its batch, and as waiters queue in the order
+//! of their deadlines (one budget for all), the call before a waiter's ends before the
+//! waiter's deadline too (one timer per call, none per request); against a Cluster, one
+//! call only ever holds the keys of one client (one hash slot).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use super::backend::Redis;
 
@@ -36,6 +40,8 @@ pub(super) struct Ask {
     pub gcra: (f64, f64),
     /// window_us, byte_quota, credit_quota, cost, pending requests, pending credits.
     pub values: [u64; 6],
+    /// When the caller stops waiting.
+    pub deadline: Instant,
 }
 
 /// What Redis decided for one ask (the script's seven values), or why not.
@@ -75,7 +81,7 @@ impl Batcher {
         }
     }
 
-    /// Queues `ask` and waits for its answer (the caller bounds the wait).
+    /// Queues `ask` and waits for its answer (by its deadline).
     pub(super) async fn decide(&self, ask: Ask) -> Answer {
         let (reply, answer) = oneshot::channel();
         self.queue
@@ -106,23 +112,45 @@ async fn run(
     let script = redis::Script::new(include_str!("decide_many.lua"));
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        // A waiter that gave up (its budget ran out) is not sent.
+        // A waiter that is gone (its request was dropped) is not sent; one whose
+        // deadline has passed is answered at once.
+        let now = Instant::now();
         batch.retain(|w: &Waiting| !w.reply.is_closed());
-        if batch.is_empty() {
-            continue;
+        let (late, on_time): (Vec<Waiting>, Vec<Waiting>) =
+            batch.drain(..).partition(|w| w.ask.deadline <= now);
+        for w in late {
+            let _ = w.reply.send(Err(TOO_LATE.to_owned()));
         }
+        let Some(deadline) = on_time.iter().map(|w| w.ask.deadline).min() else {
+            continue;
+        };
         let groups = if redis.is_cluster() {
-            by_client(std::mem::take(&mut batch))
+            by_client(on_time)
         } else {
-            vec![std::mem::take(&mut batch)]
+            vec![on_time]
         };
         round_trips.fetch_add(groups.len() as u64, Ordering::Relaxed);
         let sent: usize = groups.iter().map(Vec::len).sum();
         decisions.fetch_add(sent as u64, Ordering::Relaxed);
         metrics::histogram!("reader_ratelimit_batch_decisions").record(sent as f64);
-        futures_util::future::join_all(groups.into_iter().map(|g| send(&redis, &script, g))).await;
+        let calls = futures_util::future::join_all(groups.iter().map(|g| call(&redis, &script, g)));
+        match tokio::time::timeout_at(deadline, calls).await {
+            Ok(results) => {
+                for (group, result) in groups.into_iter().zip(results) {
+                    answer(group, result);
+                }
+            }
+            Err(_) => {
+                for w in groups.into_iter().flatten() {
+                    let _ = w.reply.send(Err(TOO_LATE.to_owned()));
+                }
+            }
+        }
     }
 }
+
+/// The error of a decision Redis did not answer by its deadline.
+const TOO_LATE: &str = "no answer within the budget";
 
 /// Splits a batch into one group per client, in arrival order within each.
 fn by_client(batch: Vec<Waiting>) -> Vec<Vec<Waiting>> {
@@ -140,11 +168,15 @@ fn by_client(batch: Vec<Waiting>) -> Vec<Vec<Waiting>> {
     groups
 }
 
-/// One call of the script for `group`, then each waiter's answer.
-async fn send(redis: &Redis, script: &redis::Script, group: Vec<Waiting>) {
+/// One call of the script for `group`: seven values per waiter, in order.
+async fn call(
+    redis: &Redis,
+    script: &redis::Script,
+    group: &[Waiting],
+) -> Result<Vec<i64>, String> {
     let mut pairs: HashMap<&str, usize> = HashMap::new();
     let mut invocation = script.prepare_invoke();
-    for w in &group {
+    for w in group {
         let next = pairs.len() + 1;
         let k = *pairs.entry(w.ask.rate_key.as_str()).or_insert_with(|| {
             invocation.key(&w.ask.rate_key).key(&w.ask.quota_key);
@@ -155,24 +187,31 @@ async fn send(redis: &Redis, script: &redis::Script, group: Vec<Waiting>) {
             invocation.arg(v);
         }
     }
-    let result = redis.invoke::<Vec<i64>>(invocation).await;
+    let values = redis
+        .invoke::<Vec<i64>>(invocation)
+        .await
+        .map_err(|e| e.to_string())?;
+    if values.len() != group.len() * ANSWER {
+        return Err(format!(
+            "unexpected script result: {} values for {} decisions",
+            values.len(),
+            group.len()
+        ));
+    }
+    Ok(values)
+}
+
+/// Each waiter of `group` gets its own seven values, or the call's error.
+fn answer(group: Vec<Waiting>, result: Result<Vec<i64>, String>) {
     match result {
-        Ok(values) if values.len() == group.len() * ANSWER => {
+        Ok(values) => {
             for (w, answer) in group.into_iter().zip(values.chunks_exact(ANSWER)) {
                 let mut own = [0; ANSWER];
                 own.copy_from_slice(answer);
                 let _ = w.reply.send(Ok(own));
             }
         }
-        outcome => {
-            let error = match outcome {
-                Ok(values) => format!(
-                    "unexpected script result: {} values for {} decisions",
-                    values.len(),
-                    group.len()
-                ),
-                Err(e) => e.to_string(),
-            };
+        Err(error) => {
             for w in group {
                 let _ = w.reply.send(Err(error.clone()));
             }

@@ -83,6 +83,7 @@ pub struct RateLimiter {
     local: HashMap<String, DefaultKeyedRateLimiter<Client>>,
     hot: leases::HotClients,
     streams: Arc<streams::OpenStreams>,
+    metrics: DecisionMetrics,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -138,6 +139,7 @@ impl RateLimiter {
             .collect();
         let budget = Duration::from_millis(config.redis_budget_ms.max(1));
         let connect_timeout = Duration::from_millis(config.redis_connect_timeout_ms.max(1));
+        let metrics = DecisionMetrics::new(config.tiers.keys());
         Ok(Self {
             budget,
             streams: Arc::new(streams::OpenStreams::new(config.max_streams_per_client)),
@@ -150,6 +152,7 @@ impl RateLimiter {
             retry_redis_at: AtomicU64::new(0),
             degraded: AtomicBool::new(false),
             local,
+            metrics,
             hot: std::sync::Mutex::new(HashMap::new()),
         })
     }
@@ -280,14 +283,17 @@ impl RateLimiter {
                     unsynced.0,
                     unsynced.1,
                 ],
+                deadline: tokio::time::Instant::now() + self.budget,
             };
             let started = Instant::now();
             let batcher = self
                 .batcher
                 .get_or_init(|| batch::Batcher::start(self.redis.clone()));
-            match tokio::time::timeout(self.budget, batcher.decide(ask)).await {
-                Ok(Ok(v)) => {
-                    metrics::histogram!("reader_ratelimit_redis_seconds")
+            match batcher.decide(ask).await {
+                Ok(v) => {
+                    self.metrics
+                        .redis_seconds
+                        .get_or_init(|| metrics::histogram!("reader_ratelimit_redis_seconds"))
                         .record(started.elapsed().as_secs_f64());
                     if self.degraded.swap(false, Ordering::Relaxed) {
                         tracing::info!("rate limits: Redis is back");
@@ -309,14 +315,10 @@ impl RateLimiter {
                         window_reset: secs(v[6]),
                         local: false,
                     };
-                    count(&decision, tier_name);
+                    self.count(&decision, tier_name);
                     return decision;
                 }
-                outcome => {
-                    let error = match outcome {
-                        Ok(Err(e)) => e,
-                        _ => format!("no answer within {:?}", self.budget),
-                    };
+                Err(error) => {
                     metrics::counter!("reader_ratelimit_redis_errors_total").increment(1);
                     if !self.degraded.swap(true, Ordering::Relaxed) {
                         tracing::warn!(%error, "rate limits: Redis unavailable; limiting per pod");
@@ -328,7 +330,7 @@ impl RateLimiter {
         }
         self.degraded.store(true, Ordering::Relaxed);
         let decision = self.decide_locally(client, tier_name, tier);
-        count(&decision, tier_name);
+        self.count(&decision, tier_name);
         decision
     }
 
@@ -412,14 +414,41 @@ impl RateLimiter {
     }
 }
 
-fn count(decision: &Decision, tier: &str) {
-    metrics::counter!(
-        "reader_ratelimit_decisions_total",
-        "backend" => if decision.local { "local" } else { "redis" },
-        "outcome" => if decision.allowed { "allowed" } else { "refused" },
-        "tier" => tier.to_owned(),
-    )
-    .increment(1);
+/// Metric handles of the decision path, looked up once (a labelled lookup per decision
+/// was a visible share of its cost).
+#[derive(Debug, Default)]
+struct DecisionMetrics {
+    /// Per tier: decisions by (local, allowed) as `2 * local + allowed`.
+    decisions: HashMap<String, [OnceLock<metrics::Counter>; 4]>,
+    redis_seconds: OnceLock<metrics::Histogram>,
+}
+
+impl DecisionMetrics {
+    fn new<'a>(tiers: impl Iterator<Item = &'a String>) -> Self {
+        Self {
+            decisions: tiers.map(|t| (t.clone(), Default::default())).collect(),
+            redis_seconds: OnceLock::new(),
+        }
+    }
+}
+
+impl RateLimiter {
+    fn count(&self, decision: &Decision, tier: &str) {
+        let counter = |tier: &str| {
+            metrics::counter!(
+                "reader_ratelimit_decisions_total",
+                "backend" => if decision.local { "local" } else { "redis" },
+                "outcome" => if decision.allowed { "allowed" } else { "refused" },
+                "tier" => tier.to_owned(),
+            )
+        };
+        match self.metrics.decisions.get(tier) {
+            Some(slots) => slots[usize::from(decision.local) * 2 + usize::from(decision.allowed)]
+                .get_or_init(|| counter(tier))
+                .increment(1),
+            None => counter(tier).increment(1),
+        }
+    }
 }
 
 /// Shared handle.
