@@ -1,5 +1,10 @@
 //! Stored rows back into domain payment records, so that the reader renders exactly
 //! what the extractor produced (through `shared::horizon`), field for field.
+//!
+//! Columns are read by position (a name lookup per field was a visible share of an
+//! uncached page's CPU): what must hold is that `PAYMENT_COLUMNS` and
+//! `TRANSACTION_COLUMNS` list the columns in the order of the `P_*` and `T_*` indices
+//! below (the unit test checks the names).
 
 use std::sync::Arc;
 
@@ -47,8 +52,45 @@ pub const PAYMENT_COLUMNS: &str = concat!(
     transaction_columns!()
 );
 
+// Positions in `PAYMENT_COLUMNS`; its transaction columns follow from `P_TX` on.
+const P_ID: usize = 0;
+const P_TYPE: usize = 1;
+const P_SOURCE: usize = 2;
+const P_SOURCE_MUXED: usize = 3;
+const P_DESTINATION: usize = 4;
+const P_DESTINATION_MUXED: usize = 5;
+const P_ASSET: usize = 6;
+const P_AMOUNT: usize = 7;
+const P_SOURCE_ASSET: usize = 8;
+const P_SOURCE_AMOUNT: usize = 9;
+const P_AMOUNT_LIMIT: usize = 10;
+const P_PATH: usize = 11;
+const P_DETAILS: usize = 12;
+const P_TX: usize = 13;
+// Positions in `TRANSACTION_COLUMNS`.
+const T_ID: usize = 0;
+const T_HASH: usize = 1;
+const T_LEDGER: usize = 2;
+const T_CLOSED: usize = 3;
+const T_SUCCESSFUL: usize = 4;
+const T_SOURCE: usize = 5;
+const T_SOURCE_MUXED: usize = 6;
+const T_SEQUENCE: usize = 7;
+const T_FEE_ACCOUNT: usize = 8;
+const T_FEE_MUXED: usize = 9;
+const T_INNER_HASH: usize = 10;
+const T_FEE_CHARGED: usize = 11;
+const T_MAX_FEE: usize = 12;
+const T_OPERATIONS: usize = 13;
+const T_MEMO_TYPE: usize = 14;
+const T_MEMO: usize = 15;
+const T_MIN_TIME: usize = 16;
+const T_MAX_TIME: usize = 17;
+
+/// A row's columns from `base` on.
 struct Reader<'r> {
     row: &'r PgRow,
+    base: usize,
     id: i64,
 }
 
@@ -60,22 +102,39 @@ impl Reader<'_> {
         }
     }
 
-    fn get<'a, T>(&'a self, column: &str) -> Result<T, CorruptRow>
+    fn name(&self, column: usize) -> &str {
+        use sqlx::Column as _;
+        self.row
+            .columns()
+            .get(self.base + column)
+            .map_or("?", |c| c.name())
+    }
+
+    fn get<'a, T>(&'a self, column: usize) -> Result<T, CorruptRow>
     where
         T: sqlx::Decode<'a, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
     {
         self.row
-            .try_get(column)
-            .map_err(|e| self.bad(format!("{column}: {e}")))
+            .try_get(self.base + column)
+            .map_err(|e| self.bad(format!("{}: {e}", self.name(column))))
     }
 
-    fn account(&self, column: &str) -> Result<AccountId, CorruptRow> {
-        let text: String = self.get(column)?;
+    /// The same row from `offset` columns further on.
+    fn at(&self, offset: usize) -> Self {
+        Reader {
+            row: self.row,
+            base: self.base + offset,
+            id: self.id,
+        }
+    }
+
+    fn account(&self, column: usize) -> Result<AccountId, CorruptRow> {
+        let text: &str = self.get(column)?;
         text.parse()
-            .map_err(|_| self.bad(format!("{column}: not an account: {text}")))
+            .map_err(|_| self.bad(format!("{}: not an account: {text}", self.name(column))))
     }
 
-    fn muxed(&self, column: &str, muxed_column: &str) -> Result<MuxedAccountId, CorruptRow> {
+    fn muxed(&self, column: usize, muxed_column: usize) -> Result<MuxedAccountId, CorruptRow> {
         let account = self.account(column)?;
         let muxed: Option<i64> = self.get(muxed_column)?;
         Ok(MuxedAccountId {
@@ -85,23 +144,23 @@ impl Reader<'_> {
         })
     }
 
-    fn asset(&self, column: &str) -> Result<Asset, CorruptRow> {
-        let text: Option<String> = self.get(column)?;
-        let text = text.ok_or_else(|| self.bad(format!("{column} is null")))?;
-        Asset::parse_canonical(&text).map_err(|_| self.bad(format!("{column}: {text}")))
+    fn asset(&self, column: usize) -> Result<Asset, CorruptRow> {
+        let text: Option<&str> = self.get(column)?;
+        let text = text.ok_or_else(|| self.bad(format!("{} is null", self.name(column))))?;
+        Asset::parse_canonical(text).map_err(|_| self.bad(format!("{}: {text}", self.name(column))))
     }
 
-    fn amount(&self, column: &str) -> Result<i64, CorruptRow> {
+    fn amount(&self, column: usize) -> Result<i64, CorruptRow> {
         let v: Option<i64> = self.get(column)?;
-        v.ok_or_else(|| self.bad(format!("{column} is null")))
+        v.ok_or_else(|| self.bad(format!("{} is null", self.name(column))))
     }
 
-    fn hash(&self, column: &str) -> Result<Option<[u8; 32]>, CorruptRow> {
-        let bytes: Option<Vec<u8>> = self.get(column)?;
+    fn hash(&self, column: usize) -> Result<Option<[u8; 32]>, CorruptRow> {
+        let bytes: Option<&[u8]> = self.get(column)?;
         bytes
             .map(|b| {
-                <[u8; 32]>::try_from(b.as_slice())
-                    .map_err(|_| self.bad(format!("{column} is not 32 bytes")))
+                <[u8; 32]>::try_from(b)
+                    .map_err(|_| self.bad(format!("{} is not 32 bytes", self.name(column))))
             })
             .transpose()
     }
@@ -109,28 +168,33 @@ impl Reader<'_> {
 
 /// Reads one row of a page query (`PAYMENT_COLUMNS`).
 pub fn payment_from_row(row: &PgRow) -> Result<PaymentRecord, CorruptRow> {
-    let id: i64 = row.try_get("id").map_err(|e| CorruptRow {
+    payment_from_row_at(row, 0)
+}
+
+/// Reads the `PAYMENT_COLUMNS` of a row that starts with `base` other columns.
+pub fn payment_from_row_at(row: &PgRow, base: usize) -> Result<PaymentRecord, CorruptRow> {
+    let id: i64 = row.try_get(base + P_ID).map_err(|e| CorruptRow {
         id: -1,
         reason: e.to_string(),
     })?;
-    let r = Reader { row, id };
-    let transaction = Arc::new(transaction_context(&r)?);
-    let type_i: i16 = r.get("type")?;
+    let r = Reader { row, base, id };
+    let transaction = Arc::new(transaction_context(&r.at(P_TX))?);
+    let type_i: i16 = r.get(P_TYPE)?;
     let payment_type =
         PaymentType::from_type_i(type_i).ok_or_else(|| r.bad(format!("type {type_i}")))?;
-    let source = r.muxed("source_account", "source_muxed_id")?;
+    let source = r.muxed(P_SOURCE, P_SOURCE_MUXED)?;
     let kind = match payment_type {
         PaymentType::CreateAccount => PaymentKind::CreateAccount {
-            account: r.account("destination")?,
-            starting_balance: r.amount("amount")?,
+            account: r.account(P_DESTINATION)?,
+            starting_balance: r.amount(P_AMOUNT)?,
         },
         PaymentType::Payment => PaymentKind::Payment {
-            to: r.muxed("destination", "destination_muxed_id")?,
-            asset: r.asset("asset")?,
-            amount: r.amount("amount")?,
+            to: r.muxed(P_DESTINATION, P_DESTINATION_MUXED)?,
+            asset: r.asset(P_ASSET)?,
+            amount: r.amount(P_AMOUNT)?,
         },
         PaymentType::PathPaymentStrictReceive | PaymentType::PathPaymentStrictSend => {
-            let path: Option<Vec<String>> = r.get("path")?;
+            let path: Option<Vec<String>> = r.get(P_PATH)?;
             let path = path
                 .unwrap_or_default()
                 .iter()
@@ -142,21 +206,21 @@ pub fn payment_from_row(row: &PgRow) -> Result<PaymentRecord, CorruptRow> {
                 } else {
                     PathPaymentStrictness::StrictSend
                 },
-                to: r.muxed("destination", "destination_muxed_id")?,
-                asset: r.asset("asset")?,
-                amount: r.amount("amount")?,
-                source_asset: r.asset("source_asset")?,
-                source_amount: r.amount("source_amount")?,
-                limit: r.amount("amount_limit")?,
+                to: r.muxed(P_DESTINATION, P_DESTINATION_MUXED)?,
+                asset: r.asset(P_ASSET)?,
+                amount: r.amount(P_AMOUNT)?,
+                source_asset: r.asset(P_SOURCE_ASSET)?,
+                source_amount: r.amount(P_SOURCE_AMOUNT)?,
+                limit: r.amount(P_AMOUNT_LIMIT)?,
                 path,
             }
         }
         PaymentType::AccountMerge => PaymentKind::AccountMerge {
-            into: r.muxed("destination", "destination_muxed_id")?,
-            amount: r.get("amount")?,
+            into: r.muxed(P_DESTINATION, P_DESTINATION_MUXED)?,
+            amount: r.get(P_AMOUNT)?,
         },
         PaymentType::InvokeHostFunction => {
-            let details: Option<sqlx::types::Json<InvokeDetails>> = r.get("details")?;
+            let details: Option<sqlx::types::Json<InvokeDetails>> = r.get(P_DETAILS)?;
             let details = details.ok_or_else(|| r.bad("details is null"))?;
             details.0.into_kind().map_err(|e| r.bad(e.to_string()))?
         }
@@ -171,41 +235,108 @@ pub fn payment_from_row(row: &PgRow) -> Result<PaymentRecord, CorruptRow> {
 
 /// Reads one row of a transaction query (`TRANSACTION_COLUMNS`).
 pub fn transaction_from_row(row: &PgRow) -> Result<TransactionContext, CorruptRow> {
-    let id: i64 = row.try_get("tx_id").map_err(|e| CorruptRow {
+    let id: i64 = row.try_get(T_ID).map_err(|e| CorruptRow {
         id: -1,
         reason: e.to_string(),
     })?;
-    transaction_context(&Reader { row, id })
+    transaction_context(&Reader { row, base: 0, id })
 }
 
 fn transaction_context(r: &Reader<'_>) -> Result<TransactionContext, CorruptRow> {
-    let tx_id: i64 = r.get("tx_id")?;
-    let memo_type: i16 = r.get("memo_type")?;
-    let memo_bytes: Option<Vec<u8>> = r.get("memo")?;
+    let tx_id: i64 = r.get(T_ID)?;
+    let memo_type: i16 = r.get(T_MEMO_TYPE)?;
+    let memo_bytes: Option<Vec<u8>> = r.get(T_MEMO)?;
     let memo = decode_memo(memo_type, memo_bytes).map_err(|e| r.bad(e.to_string()))?;
-    let fee_account: Option<String> = r.get("fee_account")?;
+    let fee_account: Option<&str> = r.get(T_FEE_ACCOUNT)?;
     let fee_source = match fee_account {
-        Some(_) => Some(r.muxed("fee_account", "fee_muxed_id")?),
+        Some(_) => Some(r.muxed(T_FEE_ACCOUNT, T_FEE_MUXED)?),
         None => None,
     };
-    let min_time: Option<i64> = r.get("min_time")?;
-    let max_time: Option<i64> = r.get("max_time")?;
-    let ledger: i32 = r.get("ledger_sequence")?;
-    let operation_count: i32 = r.get("operation_count")?;
+    let min_time: Option<i64> = r.get(T_MIN_TIME)?;
+    let max_time: Option<i64> = r.get(T_MAX_TIME)?;
+    let ledger: i32 = r.get(T_LEDGER)?;
+    let operation_count: i32 = r.get(T_OPERATIONS)?;
     Ok(TransactionContext {
-        hash: r.hash("hash")?.ok_or_else(|| r.bad("hash is null"))?,
-        inner_hash: r.hash("inner_hash")?,
+        hash: r.hash(T_HASH)?.ok_or_else(|| r.bad("hash is null"))?,
+        inner_hash: r.hash(T_INNER_HASH)?,
         id: Toid::from_i64(tx_id).map_err(|e| r.bad(e.to_string()))?,
-        successful: r.get("successful")?,
-        source: r.muxed("tx_source", "tx_source_muxed")?,
-        source_sequence: r.get("source_sequence")?,
+        successful: r.get(T_SUCCESSFUL)?,
+        source: r.muxed(T_SOURCE, T_SOURCE_MUXED)?,
+        source_sequence: r.get(T_SEQUENCE)?,
         fee_source,
-        fee_charged: r.get("fee_charged")?,
-        max_fee: r.get("max_fee")?,
+        fee_charged: r.get(T_FEE_CHARGED)?,
+        max_fee: r.get(T_MAX_FEE)?,
         operation_count: operation_count as u32,
         memo,
         time_bounds: min_time.map(|min| (min as u64, max_time.unwrap_or(0) as u64)),
         ledger_seq: ledger as u32,
-        closed_at: r.get("closed_unix")?,
+        closed_at: r.get(T_CLOSED)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The output names of a column list, in order (`x.name` and `x AS name` alike).
+    fn names(columns: &str) -> Vec<String> {
+        columns
+            .split(", ")
+            .map(|c| {
+                let c = c.trim();
+                let name = c.rsplit_once(" AS ").map_or(c, |(_, n)| n);
+                name.rsplit_once('.').map_or(name, |(_, n)| n).to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn positions_match_the_column_lists() {
+        let payment = names(PAYMENT_COLUMNS);
+        let expected = [
+            (P_ID, "id"),
+            (P_TYPE, "type"),
+            (P_SOURCE, "source_account"),
+            (P_SOURCE_MUXED, "source_muxed_id"),
+            (P_DESTINATION, "destination"),
+            (P_DESTINATION_MUXED, "destination_muxed_id"),
+            (P_ASSET, "asset"),
+            (P_AMOUNT, "amount"),
+            (P_SOURCE_ASSET, "source_asset"),
+            (P_SOURCE_AMOUNT, "source_amount"),
+            (P_AMOUNT_LIMIT, "amount_limit"),
+            (P_PATH, "path"),
+            (P_DETAILS, "details"),
+            (P_TX + T_ID, "tx_id"),
+        ];
+        for (i, name) in expected {
+            assert_eq!(payment[i], name, "PAYMENT_COLUMNS[{i}]");
+        }
+        let transaction = names(TRANSACTION_COLUMNS);
+        assert_eq!(payment[P_TX..], transaction[..], "transaction columns");
+        let expected = [
+            (T_ID, "tx_id"),
+            (T_HASH, "hash"),
+            (T_LEDGER, "ledger_sequence"),
+            (T_CLOSED, "closed_unix"),
+            (T_SUCCESSFUL, "successful"),
+            (T_SOURCE, "tx_source"),
+            (T_SOURCE_MUXED, "tx_source_muxed"),
+            (T_SEQUENCE, "source_sequence"),
+            (T_FEE_ACCOUNT, "fee_account"),
+            (T_FEE_MUXED, "fee_muxed_id"),
+            (T_INNER_HASH, "inner_hash"),
+            (T_FEE_CHARGED, "fee_charged"),
+            (T_MAX_FEE, "max_fee"),
+            (T_OPERATIONS, "operation_count"),
+            (T_MEMO_TYPE, "memo_type"),
+            (T_MEMO, "memo"),
+            (T_MIN_TIME, "min_time"),
+            (T_MAX_TIME, "max_time"),
+        ];
+        for (i, name) in expected {
+            assert_eq!(transaction[i], name, "TRANSACTION_COLUMNS[{i}]");
+        }
+        assert_eq!(transaction.len(), T_MAX_TIME + 1);
+    }
 }

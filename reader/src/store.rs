@@ -4,6 +4,12 @@
 //! joined to payments and transactions by id. Ranges are bounded by the source's tip,
 //! so a page depends only on (tip, request). Single resources (one payment operation,
 //! one transaction) are point lookups bounded by the tip the same way.
+//!
+//! An account page can be read together with the account's newest activity (the input
+//! of its ETag) in one statement (`page_with_activity`): one round trip and one
+//! statement per uncached request instead of two. What must hold: the activity read
+//! with a page is the same row `account_activity` returns, read in the same snapshot
+//! as the page.
 
 use shared::payment::{PaymentRecord, TransactionContext};
 use shared::toid::Toid;
@@ -12,7 +18,8 @@ use sqlx::{PgPool, Row as _};
 use crate::params::{Cursor, Order, PageRequest, Scope};
 use crate::problem::Problem;
 use crate::records::{
-    payment_from_row, transaction_from_row, CorruptRow, PAYMENT_COLUMNS, TRANSACTION_COLUMNS,
+    payment_from_row, payment_from_row_at, transaction_from_row, CorruptRow, PAYMENT_COLUMNS,
+    TRANSACTION_COLUMNS,
 };
 use crate::sources::{is_timeout, ReadFailure};
 
@@ -48,6 +55,9 @@ impl ReadFailure for StoreError {
     }
 }
 
+/// An account's newest payment (id, ledger), or None for an account without history.
+pub type Activity = Option<(i64, u32)>;
+
 /// What a page query found.
 #[derive(Debug)]
 pub enum PageResult {
@@ -79,6 +89,22 @@ pub async fn page(
     request: &PageRequest,
     tip: u32,
 ) -> Result<PageResult, StoreError> {
+    Ok(page_with_activity(pool, request, tip, false).await?.0)
+}
+
+/// Reads one page of `request` as of ledger `tip` and, when `activity` is asked for
+/// and the scope is an account, the account's newest activity in the same statement.
+/// The second value is None when the activity was not read (not asked for, not an
+/// account page, or a page known to be empty without a query): the caller reads it
+/// with `account_activity` then.
+pub async fn page_with_activity(
+    pool: &PgPool,
+    request: &PageRequest,
+    tip: u32,
+    activity: bool,
+) -> Result<(PageResult, Option<Activity>), StoreError> {
+    let records = |r: Vec<PaymentRecord>| (PageResult::Records(r), None);
+    let missing = |p: Problem| (PageResult::Missing(p), None);
     // [lo, hi): ids in range.
     let mut lo: i64 = 0;
     let mut hi: i64 = ledger_start(tip.saturating_add(1));
@@ -86,7 +112,7 @@ pub async fn page(
         Scope::All | Scope::Account(_) => {}
         Scope::Ledger(seq) => {
             if *seq > tip {
-                return Ok(PageResult::Missing(Problem::not_found(format!(
+                return Ok(missing(Problem::not_found(format!(
                     "Ledger {seq} has not closed yet (the latest is {tip})."
                 ))));
             }
@@ -97,7 +123,7 @@ pub async fn page(
                 .await?
                 .is_some();
             if !exists {
-                return Ok(PageResult::Missing(Problem::not_found(format!(
+                return Ok(missing(Problem::not_found(format!(
                     "Ledger {seq} is not in this history."
                 ))));
             }
@@ -118,18 +144,18 @@ pub async fn page(
             .bind(hash.as_slice())
             .fetch_optional(pool)
             .await?;
-            let missing = || {
-                PageResult::Missing(Problem::not_found(format!(
+            let unknown = || {
+                missing(Problem::not_found(format!(
                     "Transaction {} has no payments in this history.",
                     hex::encode(hash)
                 )))
             };
             let Some(row) = row else {
-                return Ok(missing());
+                return Ok(unknown());
             };
             let ledger: i32 = row.try_get("ledger_sequence")?;
             if ledger as u32 > tip {
-                return Ok(missing());
+                return Ok(unknown());
             }
             let id: i64 = row.try_get("id")?;
             lo = id;
@@ -139,7 +165,7 @@ pub async fn page(
     if let (Some(from), Some(to)) = (request.from_time, request.to_time) {
         if from >= to {
             // A window that closes before it opens holds nothing.
-            return Ok(PageResult::Records(Vec::new()));
+            return Ok(records(Vec::new()));
         }
     }
     if let Some(from) = request.from_time {
@@ -153,7 +179,7 @@ pub async fn page(
             .await?;
         match first {
             Some(seq) => lo = lo.max(ledger_start(seq as u32)),
-            None => return Ok(PageResult::Records(Vec::new())),
+            None => return Ok(records(Vec::new())),
         }
     }
     if let Some(to) = request.to_time {
@@ -164,7 +190,7 @@ pub async fn page(
             .await?;
         match last {
             Some(seq) => hi = hi.min(ledger_start(seq as u32 + 1)),
-            None => return Ok(PageResult::Records(Vec::new())),
+            None => return Ok(records(Vec::new())),
         }
     }
     match (request.order, request.cursor) {
@@ -175,39 +201,38 @@ pub async fn page(
         (Order::Desc, Cursor::After(t)) => hi = hi.min(t),
     }
     if lo >= hi {
-        return Ok(PageResult::Records(Vec::new()));
+        return Ok(records(Vec::new()));
     }
-    Ok(PageResult::Records(range(pool, request, lo, hi).await?))
+    let account = match &request.scope {
+        Scope::Account(a) if activity => a.as_str(),
+        _ => return Ok(records(range(pool, request, lo, hi).await?)),
+    };
+    let (rows, activity) = range_with_activity(pool, request, account, lo, hi).await?;
+    Ok((PageResult::Records(rows), Some(activity)))
 }
 
-/// Records with ids in [lo, hi) matching the request's filters, one page of them.
-pub async fn range(
-    pool: &PgPool,
-    request: &PageRequest,
-    lo: i64,
-    hi: i64,
-) -> Result<Vec<PaymentRecord>, StoreError> {
+/// The page statement of `request`: records with ids in [$1, $2) matching the
+/// request's filters, at most $3 of them in the request's order. `account` is the SQL
+/// expression of the account's id (for account scopes); $5 is the asset, $6 the
+/// direction codes.
+fn page_sql(request: &PageRequest, account: &str) -> String {
     let order = match request.order {
         Order::Asc => "ASC",
         Order::Desc => "DESC",
     };
-    let account = match &request.scope {
-        Scope::Account(a) => Some(a.as_str()),
-        _ => None,
-    };
-    let asset = request.asset.as_ref().map(|a| a.canonical());
-    // $1 lo, $2 hi, $3 limit, $4 account, $5 asset, $6 direction codes.
-    let (from, mut conditions, id) = match (account.is_some(), asset.is_some()) {
+    let is_account = matches!(request.scope, Scope::Account(_));
+    let (from, mut conditions, id) = match (is_account, request.asset.is_some()) {
         (true, true) => (
             "account_asset_history x JOIN payments p ON p.id = x.payment_id",
-            "x.account_id = (SELECT id FROM accounts WHERE address = $4) \
-             AND x.asset_id = (SELECT id FROM assets WHERE asset = $5)"
-                .to_owned(),
+            format!(
+                "x.account_id = {account} \
+                 AND x.asset_id = (SELECT id FROM assets WHERE asset = $5)"
+            ),
             "x.payment_id",
         ),
         (true, false) => (
             "account_payments x JOIN payments p ON p.id = x.payment_id",
-            "x.account_id = (SELECT id FROM accounts WHERE address = $4)".to_owned(),
+            format!("x.account_id = {account}"),
             "x.payment_id",
         ),
         (false, true) => (
@@ -226,22 +251,48 @@ pub async fn range(
     if request.direction.is_some() {
         conditions.push_str(" AND x.direction = ANY($6)");
     }
-    let sql = format!(
+    format!(
         "SELECT {PAYMENT_COLUMNS} FROM {from} JOIN transactions t ON t.id = p.transaction_id \
          WHERE {conditions} AND {id} >= $1 AND {id} < $2 ORDER BY {id} {order} LIMIT $3"
-    );
+    )
+}
+
+/// Binds $1..$6 of a `page_sql` statement.
+fn bind_page<'q>(
+    sql: &'q str,
+    request: &PageRequest,
+    account: Option<&'q str>,
+    lo: i64,
+    hi: i64,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let asset = request.asset.as_ref().map(|a| a.canonical());
     let directions: Vec<i16> = request
         .direction
         .map(|d| d.codes().to_vec())
         .unwrap_or_default();
-    count_query();
-    let rows = sqlx::query(&sql)
+    sqlx::query(sql)
         .bind(lo)
         .bind(hi)
         .bind(i64::from(request.limit))
         .bind(account)
         .bind(asset)
         .bind(directions)
+}
+
+/// Records with ids in [lo, hi) matching the request's filters, one page of them.
+pub async fn range(
+    pool: &PgPool,
+    request: &PageRequest,
+    lo: i64,
+    hi: i64,
+) -> Result<Vec<PaymentRecord>, StoreError> {
+    let account = match &request.scope {
+        Scope::Account(a) => Some(a.as_str()),
+        _ => None,
+    };
+    let sql = page_sql(request, "(SELECT id FROM accounts WHERE address = $4)");
+    count_query();
+    let rows = bind_page(&sql, request, account, lo, hi)
         .fetch_all(pool)
         .await?;
     rows.iter()
@@ -249,11 +300,49 @@ pub async fn range(
         .collect()
 }
 
-/// An account's newest payment (id, ledger), for per-account ETags.
-pub async fn account_activity(
+/// `range` for the account `account`, with the account's newest activity read in the
+/// same statement: the account's row, its activity (if any) and the page (if any) are
+/// joined, so that every returned row carries the activity and an empty page is one
+/// row with no payment (no row at all: the account is unknown).
+async fn range_with_activity(
     pool: &PgPool,
+    request: &PageRequest,
     account: &str,
-) -> Result<Option<(i64, u32)>, sqlx::Error> {
+    lo: i64,
+    hi: i64,
+) -> Result<(Vec<PaymentRecord>, Activity), StoreError> {
+    let order = match request.order {
+        Order::Asc => "ASC",
+        Order::Desc => "DESC",
+    };
+    let page = page_sql(request, "acc.id");
+    let sql = format!(
+        "SELECT act.last_payment_id AS activity_id, act.last_ledger AS activity_ledger, pg.* \
+         FROM accounts acc \
+         LEFT JOIN account_last_activity act ON act.account_id = acc.id \
+         LEFT JOIN LATERAL ({page}) pg ON true \
+         WHERE acc.address = $4 ORDER BY pg.id {order}"
+    );
+    count_query();
+    let rows = bind_page(&sql, request, Some(account), lo, hi)
+        .fetch_all(pool)
+        .await?;
+    let mut activity = None;
+    let mut records = Vec::with_capacity(rows.len());
+    // Columns: the activity (2), then `PAYMENT_COLUMNS`, all null for an empty page.
+    for row in &rows {
+        let id: Option<i64> = row.try_get(0)?;
+        let ledger: Option<i32> = row.try_get(1)?;
+        activity = id.zip(ledger).map(|(id, ledger)| (id, ledger as u32));
+        if row.try_get::<Option<i64>, _>(2)?.is_some() {
+            records.push(payment_from_row_at(row, 2)?);
+        }
+    }
+    Ok((records, activity))
+}
+
+/// An account's newest payment (id, ledger), for per-account ETags.
+pub async fn account_activity(pool: &PgPool, account: &str) -> Result<Activity, sqlx::Error> {
     count_query();
     let row = sqlx::query(
         "SELECT l.last_payment_id, l.last_ledger FROM account_last_activity l \

@@ -276,6 +276,40 @@ pub(crate) fn cpu_time(pid: u32) -> Option<Duration> {
     proc_stat(pid).map(|(_, cpu)| cpu)
 }
 
+/// The CPU time of a process and of its children: its own, that of its children that
+/// have exited (as it reaped them) and that of its live children. A child that exits
+/// between two readings moves from the third part to the second, so differences of
+/// readings stay right.
+pub(crate) fn tree_cpu_time(pid: u32) -> Option<Duration> {
+    let fields = |pid: u32| -> Option<Vec<u64>> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let rest = stat.rsplit_once(')')?.1.to_owned();
+        // Numeric fields from field 4 (ppid) on; non-numeric ones read as 0.
+        Some(
+            rest.split_whitespace()
+                .skip(1)
+                .map(|f| f.parse().unwrap_or(0))
+                .collect(),
+        )
+    };
+    // From field 4: ppid is index 0, utime 10, stime 11, cutime 12, cstime 13.
+    let own = fields(pid)?;
+    let mut ticks = own.get(10)? + own.get(11)? + own.get(12)? + own.get(13)?;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Some(f) = fields(child).filter(|f| f.first() == Some(&u64::from(pid))) {
+            ticks += f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
+        }
+    }
+    Some(Duration::from_millis(ticks * 10))
+}
+
 /// A process's state letter (`Z` once it has exited, until it is reaped) and CPU time.
 pub(crate) fn proc_stat(pid: u32) -> Option<(char, Duration)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -501,5 +535,8 @@ mod tests {
     #[test]
     fn cpu_time_of_this_process_is_readable() {
         assert!(cpu_time(std::process::id()).is_some());
+        let own = cpu_time(std::process::id()).expect("own");
+        let tree = tree_cpu_time(std::process::id()).expect("tree");
+        assert!(tree >= own, "{tree:?} < {own:?}");
     }
 }

@@ -57,6 +57,11 @@ impl Redis {
         }
     }
 
+    /// Whether this is a Redis Cluster (a script's keys must share one slot).
+    pub(super) fn is_cluster(&self) -> bool {
+        self.url.starts_with("redis+cluster://")
+    }
+
     /// Whether a connection is held.
     pub(super) fn connected(&self) -> bool {
         self.current.read().map(|c| c.is_some()).unwrap_or(false)

@@ -3,10 +3,11 @@
 //! Each client (API key or IP, see `clients`) belongs to a tier with three limits over
 //! one window: a request rate with a burst (GCRA), a quota of response bytes (counted on
 //! the real body size once the response is built), and credits (each request costs its
-//! route's credits; large pages and streams cost more). One decision is one Redis round
-//! trip: an atomic Lua script (`decide.lua`) reads the clock of Redis itself (so pods
-//! need no clock agreement), checks all three limits and commits the request only if all
-//! allow it. Keys are `{prefix}{client}:rate` and `{prefix}{client}:quota`: the braces
+//! route's credits; large pages and streams cost more). Every decision is taken in
+//! Redis: an atomic Lua script (`decide_many.lua`) reads the clock of Redis itself (so
+//! pods need no clock agreement), checks all three limits and commits the request only
+//! if all allow it. Decisions of concurrent requests share a round trip (`batch`): what
+//! arrives while one call is in flight goes in the next, still decided one by one. Keys are `{prefix}{client}:rate` and `{prefix}{client}:quota`: the braces
 //! are a Redis Cluster hash tag, so a client's keys share a slot; every key carries a
 //! TTL, so idle clients leave nothing behind.
 //!
@@ -16,12 +17,13 @@
 //! second, Redis is tried again, and decisions go back to it as soon as it answers.
 //!
 //! This file owns the decision itself; `config` the file format, `scripts` (and the
-//! `.lua` files) what runs in Redis, `backend` the connection, `leases` hot-client
-//! batching, `headers` the response headers and `middleware` the HTTP side.
+//! `.lua` files) what runs in Redis, `backend` the connection, `batch` the shared round
+//! trips of concurrent decisions, `leases` hot-client batching, `headers` the response headers and `middleware` the HTTP side.
 //! What must hold: a decision never waits longer than `redis_budget_ms` on Redis, and
 //! never stores an API key itself (only a digest).
 
 mod backend;
+mod batch;
 mod config;
 mod headers;
 mod leases;
@@ -32,7 +34,7 @@ mod streams;
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use governor::{DefaultKeyedRateLimiter, Quota};
@@ -69,7 +71,9 @@ pub struct Decision {
 pub struct RateLimiter {
     config: LimitsConfig,
     keys: HashMap<String, usize>,
-    redis: backend::Redis,
+    redis: Arc<backend::Redis>,
+    /// Started on the first decision (it needs the runtime).
+    batcher: OnceLock<batch::Batcher>,
     scripts: scripts::Scripts,
     budget: Duration,
     started: Instant,
@@ -79,6 +83,7 @@ pub struct RateLimiter {
     local: HashMap<String, DefaultKeyedRateLimiter<Client>>,
     hot: leases::HotClients,
     streams: Arc<streams::OpenStreams>,
+    metrics: DecisionMetrics,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -134,17 +139,20 @@ impl RateLimiter {
             .collect();
         let budget = Duration::from_millis(config.redis_budget_ms.max(1));
         let connect_timeout = Duration::from_millis(config.redis_connect_timeout_ms.max(1));
+        let metrics = DecisionMetrics::new(config.tiers.keys());
         Ok(Self {
             budget,
             streams: Arc::new(streams::OpenStreams::new(config.max_streams_per_client)),
             config,
             keys,
-            redis: backend::Redis::new(url, ca, budget, connect_timeout),
+            redis: Arc::new(backend::Redis::new(url, ca, budget, connect_timeout)),
+            batcher: OnceLock::new(),
             scripts: scripts::Scripts::new(),
             started: Instant::now(),
             retry_redis_at: AtomicU64::new(0),
             degraded: AtomicBool::new(false),
             local,
+            metrics,
             hot: std::sync::Mutex::new(HashMap::new()),
         })
     }
@@ -208,11 +216,20 @@ impl RateLimiter {
         costs.routes.get(route).copied().unwrap_or(costs.default)
     }
 
-    fn redis_keys(&self, client: &Client) -> (String, String) {
-        let id = match client {
+    /// The client's id in Redis (its keys' hash tag).
+    fn redis_id(&self, client: &Client) -> String {
+        match client {
             Client::Key(i) => format!("k:{}", key_id(&self.config.keys[*i].key)),
             Client::Ip(ip) => format!("ip:{ip}"),
-        };
+        }
+    }
+
+    fn redis_keys(&self, client: &Client) -> (String, String) {
+        self.keys_of(&self.redis_id(client))
+    }
+
+    /// The GCRA and quota keys of the client with Redis id `id`.
+    fn keys_of(&self, id: &str) -> (String, String) {
         (
             format!("{}{{{id}}}:rate", self.config.prefix),
             format!("{}{{{id}}}:quota", self.config.prefix),
@@ -250,25 +267,33 @@ impl RateLimiter {
     async fn decide_remotely(&self, client: &Client, cost: u64, unsynced: (u64, u64)) -> Decision {
         let (tier_name, tier) = self.tier(client);
         if self.now_ms() >= self.retry_redis_at.load(Ordering::Relaxed) {
-            let (rate_key, quota_key) = self.redis_keys(client);
+            let id = self.redis_id(client);
+            let (rate_key, quota_key) = self.keys_of(&id);
             let (period_us, tolerance_us, window_us) = gcra(tier);
-            let mut invocation = self.scripts.decide.prepare_invoke();
-            invocation
-                .key(&rate_key)
-                .key(&quota_key)
-                .arg(period_us)
-                .arg(tolerance_us)
-                .arg(window_us)
-                .arg(tier.bytes)
-                .arg(tier.credits)
-                .arg(cost)
-                .arg(unsynced.0)
-                .arg(unsynced.1);
+            let ask = batch::Ask {
+                client: id,
+                rate_key,
+                quota_key,
+                gcra: (period_us, tolerance_us),
+                values: [
+                    window_us,
+                    tier.bytes,
+                    tier.credits,
+                    cost,
+                    unsynced.0,
+                    unsynced.1,
+                ],
+                deadline: tokio::time::Instant::now() + self.budget,
+            };
             let started = Instant::now();
-            match tokio::time::timeout(self.budget, self.redis.invoke::<Vec<i64>>(invocation)).await
-            {
-                Ok(Ok(v)) if v.len() == 7 => {
-                    metrics::histogram!("reader_ratelimit_redis_seconds")
+            let batcher = self
+                .batcher
+                .get_or_init(|| batch::Batcher::start(self.redis.clone()));
+            match batcher.decide(ask).await {
+                Ok(v) => {
+                    self.metrics
+                        .redis_seconds
+                        .get_or_init(|| metrics::histogram!("reader_ratelimit_redis_seconds"))
                         .record(started.elapsed().as_secs_f64());
                     if self.degraded.swap(false, Ordering::Relaxed) {
                         tracing::info!("rate limits: Redis is back");
@@ -290,15 +315,10 @@ impl RateLimiter {
                         window_reset: secs(v[6]),
                         local: false,
                     };
-                    count(&decision, tier_name);
+                    self.count(&decision, tier_name);
                     return decision;
                 }
-                outcome => {
-                    let error = match outcome {
-                        Ok(Ok(_)) => "unexpected script result".to_owned(),
-                        Ok(Err(e)) => e.to_string(),
-                        Err(_) => format!("no answer within {:?}", self.budget),
-                    };
+                Err(error) => {
                     metrics::counter!("reader_ratelimit_redis_errors_total").increment(1);
                     if !self.degraded.swap(true, Ordering::Relaxed) {
                         tracing::warn!(%error, "rate limits: Redis unavailable; limiting per pod");
@@ -310,7 +330,7 @@ impl RateLimiter {
         }
         self.degraded.store(true, Ordering::Relaxed);
         let decision = self.decide_locally(client, tier_name, tier);
-        count(&decision, tier_name);
+        self.count(&decision, tier_name);
         decision
     }
 
@@ -367,6 +387,14 @@ impl RateLimiter {
         }
     }
 
+    /// Redis round trips taken for decisions so far, and the decisions they carried
+    /// (the second exceeds the first by what batching saved).
+    pub fn decision_round_trips(&self) -> (u64, u64) {
+        self.batcher
+            .get()
+            .map_or((0, 0), |b| (b.round_trips(), b.decisions()))
+    }
+
     /// Forgets idle clients of the local limiter (call now and then).
     pub fn shrink_local(&self) {
         for limiter in self.local.values() {
@@ -386,14 +414,41 @@ impl RateLimiter {
     }
 }
 
-fn count(decision: &Decision, tier: &str) {
-    metrics::counter!(
-        "reader_ratelimit_decisions_total",
-        "backend" => if decision.local { "local" } else { "redis" },
-        "outcome" => if decision.allowed { "allowed" } else { "refused" },
-        "tier" => tier.to_owned(),
-    )
-    .increment(1);
+/// Metric handles of the decision path, looked up once (a labelled lookup per decision
+/// was a visible share of its cost).
+#[derive(Debug, Default)]
+struct DecisionMetrics {
+    /// Per tier: decisions by (local, allowed) as `2 * local + allowed`.
+    decisions: HashMap<String, [OnceLock<metrics::Counter>; 4]>,
+    redis_seconds: OnceLock<metrics::Histogram>,
+}
+
+impl DecisionMetrics {
+    fn new<'a>(tiers: impl Iterator<Item = &'a String>) -> Self {
+        Self {
+            decisions: tiers.map(|t| (t.clone(), Default::default())).collect(),
+            redis_seconds: OnceLock::new(),
+        }
+    }
+}
+
+impl RateLimiter {
+    fn count(&self, decision: &Decision, tier: &str) {
+        let counter = |tier: &str| {
+            metrics::counter!(
+                "reader_ratelimit_decisions_total",
+                "backend" => if decision.local { "local" } else { "redis" },
+                "outcome" => if decision.allowed { "allowed" } else { "refused" },
+                "tier" => tier.to_owned(),
+            )
+        };
+        match self.metrics.decisions.get(tier) {
+            Some(slots) => slots[usize::from(decision.local) * 2 + usize::from(decision.allowed)]
+                .get_or_init(|| counter(tier))
+                .increment(1),
+            None => counter(tier).increment(1),
+        }
+    }
 }
 
 /// Shared handle.

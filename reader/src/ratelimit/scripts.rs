@@ -3,14 +3,13 @@
 //! What must hold: each script is one atomic step on Redis's own clock over the keys of
 //! one client (both keys share a Cluster hash tag), and writes nothing without a TTL.
 //! The callers in `mod.rs`, `leases.rs` and `streams.rs` pass the arguments each
-//! script's header lists, in that order.
+//! script's header lists, in that order. Decisions (`decide_many.lua`) are sent by
+//! `batch`, which owns that script.
 
 use redis::Script;
 
 /// The scripts, prepared once (EVALSHA, with a fallback to EVAL on NOSCRIPT).
 pub(super) struct Scripts {
-    /// One decision: checks rate, bytes and credits, commits if all allow.
-    pub decide: Script,
     /// Records what a hot client's lease admitted.
     pub consume: Script,
     /// Adds response bytes to the byte quota and returns the window's total.
@@ -24,7 +23,6 @@ pub(super) struct Scripts {
 impl Scripts {
     pub(super) fn new() -> Self {
         Self {
-            decide: Script::new(include_str!("decide.lua")),
             consume: Script::new(include_str!("consume.lua")),
             record_bytes: Script::new(include_str!("record_bytes.lua")),
             open_stream: Script::new(include_str!("open_stream.lua")),

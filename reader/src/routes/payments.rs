@@ -213,10 +213,6 @@ async fn page_at(
             None => Ok(None),
         }
     };
-    let read_page = || async {
-        state.db_queries.fetch_add(1, Ordering::Relaxed);
-        store::page(pool, request, tip).await
-    };
     let (activity, page) = match condition {
         // Conditional: the tag first, and rows only if it does not match.
         Some(condition) => {
@@ -225,12 +221,20 @@ async fn page_at(
             if !fixed && conditional::matches_before_reading(condition, &tag) {
                 return Ok(not_modified(state, route, tag, Class::Head, tip, encoding));
             }
-            (activity, read_page().await?)
+            state.db_queries.fetch_add(1, Ordering::Relaxed);
+            (activity, store::page(pool, request, tip).await?)
         }
-        // Unconditional: both at once, on two connections.
+        // Unconditional: the page and the activity its tag needs in one statement.
         None => {
-            let (activity, page) = tokio::join!(lookup_activity(), read_page());
-            (activity?, page?)
+            state.db_queries.fetch_add(1, Ordering::Relaxed);
+            let (page, read) =
+                store::page_with_activity(pool, request, tip, account.is_some()).await?;
+            let activity = match read {
+                Some(activity) => activity,
+                // A page known to be empty without a query: the tag still needs it.
+                None => lookup_activity().await?,
+            };
+            (activity, page)
         }
     };
     let records = match page {

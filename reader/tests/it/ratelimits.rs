@@ -1,8 +1,9 @@
 //! Rate limits and quotas in real Redis, shared by three readers: exact request limits
 //! (N allowed, N+1 refused) across pods, byte quotas, credits, window reset, trusted
 //! proxies, Cloudflare's ranges and spoofed forwarding headers, IPv6 clients per /64,
-//! unknown keys, and Redis killed and restarted in
-//! the middle (fail open per pod, then back to Redis).
+//! unknown keys, Redis killed and restarted in
+//! the middle (fail open per pod, then back to Redis), and concurrent decisions sharing
+//! Redis round trips while staying exact across pods (and failing open together).
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -51,9 +52,18 @@ large_page_limit = 50
 large_page = 5
 stream = 20
 
+[tiers.crowd]
+requests = 100
+burst = 100
+window_seconds = 86400
+
 [[keys]]
 key = "partner-key"
 tier = "partner"
+
+[[keys]]
+key = "crowd-key"
+tier = "crowd"
 
 [[keys]]
 key = "metered-key"
@@ -759,4 +769,110 @@ async fn a_slow_redis_connect_does_not_leave_the_limiter_open() {
     );
     pod.stop().await;
     drop(redis);
+}
+
+/// `n` requests to `/constant` sent at once, spread over `pods`, with `headers`: each
+/// response's status and `RateLimit` header.
+async fn at_once(
+    client: &reqwest::Client,
+    pods: &[TestReader],
+    n: usize,
+    headers: &[(&str, &str)],
+) -> Vec<(u16, String)> {
+    let requests = (0..n).map(|i| async move {
+        let r = get(client, &pods[i % pods.len()], "/constant", headers).await;
+        (r.status().as_u16(), header(&r, "ratelimit"))
+    });
+    futures_util::future::join_all(requests).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_decisions_share_round_trips_and_stay_exact_across_readers() {
+    let world = World::start(3, true).await;
+    world.wait_replica();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("limits.toml");
+    std::fs::write(&path, LIMITS).expect("write");
+    let limits = path.display().to_string();
+    let pods = readers(&world, &limits, 2).await;
+    let client = reqwest::Client::new();
+
+    // 300 requests of one client at once over two pods, against a burst of 100 (the
+    // day-long window refills nothing meanwhile): exactly 100 allowed, each told a
+    // different number of requests left (99 down to 0), so each waiter got its own
+    // decision, taken in order.
+    let answers = at_once(&client, &pods, 300, &[("x-api-key", "crowd-key")]).await;
+    let allowed: Vec<&(u16, String)> = answers.iter().filter(|(s, _)| *s == 200).collect();
+    let refused = answers.iter().filter(|(s, _)| *s == 429).count();
+    assert_eq!((allowed.len(), refused), (100, 200), "{answers:?}");
+    let mut left: Vec<u64> = allowed.iter().map(|(_, h)| param(h, "r")).collect();
+    left.sort_unstable();
+    assert_eq!(left, (0..100).collect::<Vec<u64>>());
+
+    // The pods sent fewer round trips than decisions: concurrent decisions were batched.
+    let mut trips = 0;
+    let mut decisions = 0;
+    for pod in &pods {
+        let limiter = pod.state().limiter.as_ref().expect("limiter");
+        let (t, d) = limiter.decision_round_trips();
+        assert!(d >= 150, "each pod decided its 150 requests in Redis: {d}");
+        trips += t;
+        decisions += d;
+    }
+    assert!(
+        trips < decisions,
+        "{decisions} decisions in {trips} round trips"
+    );
+    for pod in pods {
+        pod.stop().await;
+    }
+    world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_decisions_fail_open_together_when_redis_dies() {
+    let mut world = World::start(3, true).await;
+    world.wait_replica();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("limits.toml");
+    // The crowd's burst of 100 over 4 pods: 25 per pod while Redis is away.
+    std::fs::write(
+        &path,
+        LIMITS.replace("expected_pods = 3", "expected_pods = 4"),
+    )
+    .expect("write");
+    let limits = path.display().to_string();
+    let pods = readers(&world, &limits, 1).await;
+    let client = reqwest::Client::new();
+    let key = [("x-api-key", "crowd-key")];
+    let answers = at_once(&client, &pods, 10, &key).await;
+    assert!(answers.iter().all(|(s, _)| *s == 200), "{answers:?}");
+
+    blocking(|| world.redis.as_mut().expect("redis").kill()).expect("kill redis");
+    // Every waiter of a failed batch is answered, by the per-pod limiter: the requests
+    // are served up to the pod's share and refused after it, none fails.
+    let answers = at_once(&client, &pods, 60, &key).await;
+    let allowed = answers.iter().filter(|(s, _)| *s == 200).count();
+    let refused = answers.iter().filter(|(s, _)| *s == 429).count();
+    assert_eq!((allowed, refused), (25, 35), "{answers:?}");
+    let metrics = pods[0].get("/metrics").await.text().await.expect("metrics");
+    assert!(
+        metrics.contains("reader_ratelimit_redis_errors_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("reader_ratelimit_decisions_total{backend=\"local\""),
+        "{metrics}"
+    );
+    let ready: Value = pods[0]
+        .get("/health/ready")
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(ready["rate_limiter"], "degraded");
+    for pod in pods {
+        pod.stop().await;
+    }
+    world.stop().await;
 }

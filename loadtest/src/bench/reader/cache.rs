@@ -72,8 +72,11 @@ pub struct ReaderCacheBenchArgs {
 /// The codings of (f), (g) and (h), as `Accept-Encoding` and `Content-Encoding` tokens.
 const CODINGS: [&str; 3] = ["gzip", "br", "zstd"];
 
-/// Throughput with the rate limiter on, as a share of the same path with it off.
+/// Throughput with the rate limiter on and hot-client batching (e), as a share of the
+/// same path with it off (issue #6).
 pub const LIMITER_TARGET_RATIO: f64 = 0.8;
+/// The same with every decision exact in Redis (d) (issue #14).
+pub const EXACT_LIMITER_TARGET_RATIO: f64 = 0.7;
 
 /// Rate limits for (d): one client (wrk) far below its limits, no byte quota (so no
 /// write after the response), credits counted.
@@ -397,8 +400,8 @@ pub async fn run(args: &ReaderCacheBenchArgs) -> anyhow::Result<()> {
     }
     let limiter_ratio = rate(&variants[3]) / rate(&variants[1]);
     println!(
-        "(d) / (b) requests/s, rate limiter on (a Redis round trip per request) / off: {limiter_ratio:.3} (target >= {LIMITER_TARGET_RATIO}: {})",
-        verdict(limiter_ratio >= LIMITER_TARGET_RATIO)
+        "(d) / (b) requests/s, rate limiter on (every decision in Redis) / off: {limiter_ratio:.3} (target >= {EXACT_LIMITER_TARGET_RATIO}: {})",
+        verdict(limiter_ratio >= EXACT_LIMITER_TARGET_RATIO)
     );
     let batched_ratio = rate(&variants[4]) / rate(&variants[1]);
     println!(

@@ -12,7 +12,9 @@
 //! 30%, 20%) and order desc or asc (80%, 20%); a full page's `next` link is followed
 //! with probability `--follow` (a client paging on). A warm-up with another sample of
 //! accounts runs first. `/constant` runs before and after each measurement (the ceiling,
-//! averaged over both).
+//! averaged over both). The CPU time the reader and Postgres (all its processes) spent
+//! during each measurement is printed per request: where the time goes, and steadier
+//! than throughput on a shared machine.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -24,8 +26,11 @@ use super::pg::KeptPostgres;
 use super::wrk::{page_links_first, Load, WrkResult};
 use super::{binary, connect, cpu_time, load_chain, verdict, Chain, ReaderProcess, SplitMix};
 
-/// Target from the issue: uncached account history p99 below 20 ms.
-pub const TARGET_P99: Duration = Duration::from_millis(20);
+/// Target from issue #14, at the highest concurrency measured (16 by default):
+/// uncached account history p99 below 12 ms ...
+pub const TARGET_P99: Duration = Duration::from_millis(12);
+/// ... at no less than this many requests/s.
+pub const TARGET_RATE: f64 = 3_000.0;
 
 /// Arguments of `loadtest bench reader-history`.
 #[derive(Debug, clap::Args)]
@@ -294,17 +299,19 @@ pub async fn run(args: &ReaderHistoryBenchArgs) -> anyhow::Result<()> {
     }
     let ceiling_time = Duration::from_secs(args.ceiling_secs.max(1));
     let history_time = Duration::from_secs(args.duration_secs.max(1));
-    let mut met = true;
+    let mut met = false;
     for &connections in &args.connections {
         let before = constant
             .run(&args.wrk, reader.address, connections, ceiling_time)
             .await?;
         let counters_before = reader.counters().await?;
         let cpu_before = cpu_time(reader.pid());
+        let pg_before = postgres.cpu_time();
         let h = history
             .run(&args.wrk, reader.address, connections, history_time)
             .await?;
         let cpu_after = cpu_time(reader.pid());
+        let pg_after = postgres.cpu_time();
         let counted = reader.counters().await?.since(counters_before);
         let after = constant
             .run(&args.wrk, reader.address, connections, ceiling_time)
@@ -321,28 +328,39 @@ pub async fn run(args: &ReaderHistoryBenchArgs) -> anyhow::Result<()> {
         let ceiling = (before.rate() + after.rate()) / 2.0;
         report(connections, &h, &before, &after, ceiling);
         let responses = counted.responses().max(1.0);
-        let cpu = match (cpu_before, cpu_after) {
-            (Some(b), Some(a)) => format!(
-                ", reader CPU {:.2} cores",
-                (a - b).as_secs_f64() / h.duration.as_secs_f64()
-            ),
-            _ => String::new(),
-        };
+        let served = h.requests.max(1) as f64;
+        let mut cpu = String::new();
+        for (what, before, after) in [
+            ("reader", cpu_before, cpu_after),
+            ("Postgres", pg_before, pg_after),
+        ] {
+            if let (Some(b), Some(a)) = (before, after) {
+                let used = (a - b).as_secs_f64();
+                cpu.push_str(&format!(
+                    ", {what} CPU {:.2} cores ({:.0} us/request)",
+                    used / h.duration.as_secs_f64(),
+                    used / served * 1e6
+                ));
+            }
+        }
         println!(
             "  {:.1}% served from the response cache, {:.2} database queries/request, {:.1} KB/response{cpu}",
             100.0 * counted.hits / responses,
             counted.db_queries / responses,
             h.bytes as f64 / h.requests.max(1) as f64 / 1e3
         );
-        met &= h.p99 < TARGET_P99;
-        println!(
-            "  p99 / target {TARGET_P99:?} = {:.3} ({})",
-            h.p99.as_secs_f64() / TARGET_P99.as_secs_f64(),
-            verdict(h.p99 < TARGET_P99)
-        );
+        if connections == top {
+            met = h.p99 < TARGET_P99 && h.rate() >= TARGET_RATE;
+            println!(
+                "  p99 / target {TARGET_P99:?} = {:.3}, requests/s / target {TARGET_RATE:.0} = {:.3} ({})",
+                h.p99.as_secs_f64() / TARGET_P99.as_secs_f64(),
+                h.rate() / TARGET_RATE,
+                verdict(met)
+            );
+        }
     }
     println!(
-        "target p99 < {TARGET_P99:?} at every concurrency measured: {}",
+        "target at {top} connections, p99 < {TARGET_P99:?} and >= {TARGET_RATE:.0} requests/s: {}",
         verdict(met)
     );
     drop(reader);

@@ -159,6 +159,11 @@ impl KeptPostgres {
         Ok(server)
     }
 
+    /// The server's CPU time so far (the postmaster and every process it started).
+    pub fn cpu_time(&self) -> Option<Duration> {
+        super::tree_cpu_time(self.child.as_ref()?.id())
+    }
+
     fn data(&self) -> PathBuf {
         self.dir.join("data")
     }
