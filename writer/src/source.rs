@@ -8,7 +8,10 @@
 //! operator intervenes. A ledger that arrives but cannot be used (malformed or truncated
 //! XDR, hashes that do not match its header, a missing or out-of-order ledger) is fetched
 //! again, and if it stays bad for `max_bad_attempts` fetches ingestion stops with an error
-//! naming it: a ledger is never skipped, and a bad one never stored.
+//! naming it: a ledger is never skipped, and a bad one never stored. A `getLedgers`
+//! refusal of a ledger that `getHealth` then shows closed is the race of polling at the
+//! tip (the ledger closed in between): it is asked for again at once, not counted as a
+//! fault.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -141,6 +144,37 @@ enum Page {
     OutOfRange(String),
 }
 
+/// What a `getLedgers` refusal of `start` meant, once `getHealth` has told the RPC's range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OutOfRange {
+    /// `start` is not closed yet.
+    AtTip,
+    /// `start` is older than the RPC keeps.
+    BeforeRetention,
+    /// `start` is served now: it closed between the `getLedgers` and the `getHealth`.
+    /// Ask again at once; this is the normal race of polling at the tip, not a fault.
+    ClosedSince,
+    /// `start` is in range and was refused again: the RPC means it.
+    Refused,
+}
+
+/// How many refusals of a ledger the RPC's range says is served are put down to the race
+/// of a ledger closing while it was asked for (see [`OutOfRange::ClosedSince`]).
+const MAX_CLOSED_SINCE: u32 = 1;
+
+/// Sorts the `refusals`-th refusal of `start` by the range `getHealth` reported after it.
+fn out_of_range(start: u32, latest: u32, oldest: u32, refusals: u32) -> OutOfRange {
+    if start > latest {
+        OutOfRange::AtTip
+    } else if start < oldest {
+        OutOfRange::BeforeRetention
+    } else if refusals <= MAX_CLOSED_SINCE {
+        OutOfRange::ClosedSince
+    } else {
+        OutOfRange::Refused
+    }
+}
+
 /// About the bytes a ledger took in the `getLedgers` answer.
 fn wire_bytes(ledger: &stellar_rpc_client::Ledger) -> usize {
     ledger.metadata_xdr.len()
@@ -266,19 +300,33 @@ impl RpcSource {
 
     /// Fetches and extracts ledgers from `start` on, at most one page.
     pub async fn fetch(&self, start: u32) -> Result<Fetched, FetchError> {
-        let page = match self.page(start).await? {
-            Page::Answer(page) => page,
-            Page::OutOfRange(message) => {
-                let (latest, oldest) = self.range().await?;
-                return Ok(if start > latest {
-                    Fetched::AtTip { rpc_latest: latest }
-                } else if start < oldest {
-                    Fetched::BeforeRetention { rpc_oldest: oldest }
-                } else {
-                    return Err(FetchError::Transport(format!(
-                        "getLedgers refused ledger {start}: {message}"
-                    )));
-                });
+        let mut refusals = 0u32;
+        let page = loop {
+            match self.page(start).await? {
+                Page::Answer(page) => break page,
+                Page::OutOfRange(message) => {
+                    refusals += 1;
+                    let (latest, oldest) = self.range().await?;
+                    match out_of_range(start, latest, oldest, refusals) {
+                        OutOfRange::AtTip => return Ok(Fetched::AtTip { rpc_latest: latest }),
+                        OutOfRange::BeforeRetention => {
+                            return Ok(Fetched::BeforeRetention { rpc_oldest: oldest })
+                        }
+                        OutOfRange::ClosedSince => {
+                            metrics::counter!("writer_rpc_closed_while_asking_total").increment(1);
+                            tracing::debug!(
+                                start,
+                                latest,
+                                "ledger closed while asking; asking again"
+                            );
+                        }
+                        OutOfRange::Refused => {
+                            return Err(FetchError::Transport(format!(
+                                "getLedgers refused ledger {start}: {message}"
+                            )))
+                        }
+                    }
+                }
             }
         };
         if page.ledgers.is_empty() {
@@ -359,4 +407,20 @@ fn extract_page(
         }
     }
     (out, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_sorted_by_the_range_reported_after_it() {
+        assert_eq!(out_of_range(11, 10, 1, 1), OutOfRange::AtTip);
+        assert_eq!(out_of_range(11, 10, 1, 2), OutOfRange::AtTip);
+        assert_eq!(out_of_range(1, 10, 5, 1), OutOfRange::BeforeRetention);
+        // Refused, then served: it closed in between; ask again.
+        assert_eq!(out_of_range(11, 11, 1, 1), OutOfRange::ClosedSince);
+        // Refused twice while in range: the RPC means it.
+        assert_eq!(out_of_range(11, 11, 1, 2), OutOfRange::Refused);
+    }
 }
