@@ -20,7 +20,7 @@ use base64::Engine as _;
 use shared::{Extractor, LedgerPayments};
 
 use crate::paging::{PageBudget, PageSizer, Shrunk};
-use crate::rpc::{RpcClient, RpcError};
+use crate::rpc::{ledgers_page, PageLedger, RpcClient, RpcError};
 
 /// How the source retries.
 #[derive(Clone, Debug)]
@@ -119,6 +119,19 @@ pub struct RpcSource {
     timeout: Duration,
     sizer: Mutex<PageSizer>,
     extractor: Extractor,
+    /// Buffers kept from the last page for the next one.
+    spare: Mutex<Buffers>,
+}
+
+/// The buffers one page is read and decoded into, reused from page to page: a fresh
+/// multi-MB buffer per page costs page faults and zeroing of every page it touches. They
+/// hold at most one answer (bounded by the response cap) and one ledger's XDR.
+#[derive(Default)]
+struct Buffers {
+    /// The `getLedgers` answer as read.
+    body: Vec<u8>,
+    /// One ledger's `LedgerCloseMeta`, decoded from base64.
+    xdr: Vec<u8>,
 }
 
 impl std::fmt::Debug for RpcSource {
@@ -139,9 +152,26 @@ fn transport(error: RpcError) -> FetchError {
 
 /// What `getLedgers` said.
 enum Page {
-    Answer(stellar_rpc_client::GetLedgersResponse),
+    /// A page, extracted.
+    Answer(Extracted),
     /// The start ledger is outside what the RPC serves: at the tip or before retention.
     OutOfRange(String),
+}
+
+/// A `getLedgers` answer, its ledgers extracted.
+struct Extracted {
+    /// The good prefix of the page.
+    ledgers: Vec<LedgerPayments>,
+    /// What ended the good prefix early, if anything.
+    error: Option<FetchError>,
+    /// Ledgers in the answer.
+    served: usize,
+    /// Bytes of the answer.
+    bytes: usize,
+    /// The RPC's newest ledger.
+    rpc_latest: u32,
+    /// Its close time.
+    rpc_latest_close_time: i64,
 }
 
 /// What a `getLedgers` refusal of `start` meant, once `getHealth` has told the RPC's range.
@@ -175,15 +205,6 @@ fn out_of_range(start: u32, latest: u32, oldest: u32, refusals: u32) -> OutOfRan
     }
 }
 
-/// About the bytes a ledger took in the `getLedgers` answer.
-fn wire_bytes(ledger: &stellar_rpc_client::Ledger) -> usize {
-    ledger.metadata_xdr.len()
-        + ledger.header_xdr.len()
-        + ledger.hash.len()
-        + ledger.ledger_close_time.len()
-        + 128
-}
-
 impl RpcSource {
     /// A source for `url` sized by `budget`; each request times out after `timeout`.
     pub fn new(
@@ -194,7 +215,7 @@ impl RpcSource {
     ) -> Result<Self, FetchError> {
         let sizer = PageSizer::new(budget);
         let budget = sizer.budget();
-        // jsonrpsee's own timeout is a backstop; ours names the duration.
+        // The client's own timeout is a backstop; ours names the duration.
         let client = RpcClient::new(
             url,
             timeout + Duration::from_secs(1),
@@ -206,6 +227,7 @@ impl RpcSource {
             timeout,
             sizer: Mutex::new(sizer),
             extractor,
+            spare: Mutex::new(Buffers::default()),
         })
     }
 
@@ -218,6 +240,22 @@ impl RpcSource {
         self.sizer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn take_buffers(&self) -> Buffers {
+        std::mem::take(
+            &mut *self
+                .spare
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    fn keep_buffers(&self, buffers: Buffers) {
+        *self
+            .spare
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = buffers;
     }
 
     /// Bounds an RPC call by the request timeout.
@@ -255,19 +293,18 @@ impl RpcSource {
         Ok((health.latest_ledger, health.oldest_ledger))
     }
 
-    /// One `getLedgers` page from `start`, as large as the byte budget allows: an answer
-    /// over the response cap is asked for again with fewer ledgers.
-    async fn page(&self, start: u32) -> Result<Page, FetchError> {
+    /// Reads one `getLedgers` answer from `start` into `body`, as large as the byte budget
+    /// allows: an answer over the response cap is asked for again with fewer ledgers.
+    /// Returns the request's id.
+    async fn read_page(&self, start: u32, body: &mut Vec<u8>) -> Result<u64, FetchError> {
         loop {
             let limit = self.sizer().limit();
             metrics::gauge!("writer_rpc_page_limit_ledgers").set(limit as f64);
-            match self.timed(self.client.get_ledgers(start, limit)).await? {
-                Ok(page) => {
-                    let bytes: usize = page.ledgers.iter().map(wire_bytes).sum();
-                    self.sizer().answered(page.ledgers.len(), bytes);
-                    metrics::histogram!("writer_rpc_page_bytes").record(bytes as f64);
-                    return Ok(Page::Answer(page));
-                }
+            match self
+                .timed(self.client.get_ledgers(start, limit, body))
+                .await?
+            {
+                Ok(id) => return Ok(id),
                 Err(RpcError::TooLarge { cap }) => {
                     metrics::counter!("writer_rpc_pages_too_large_total").increment(1);
                     let shrunk = self.sizer().too_large(limit);
@@ -289,12 +326,41 @@ impl RpcSource {
                         }
                     }
                 }
-                Err(RpcError::Call { code, message }) if code == INVALID_REQUEST => {
-                    // Out of the RPC's range: the caller finds out on which side.
-                    return Ok(Page::OutOfRange(message));
-                }
                 Err(e) => return Err(transport(e)),
             }
+        }
+    }
+
+    /// One `getLedgers` page from `start`, read, parsed and extracted.
+    async fn page(&self, start: u32) -> Result<Page, FetchError> {
+        let mut buffers = self.take_buffers();
+        let id = match self.read_page(start, &mut buffers.body).await {
+            Ok(id) => id,
+            Err(e) => {
+                self.keep_buffers(buffers);
+                return Err(e);
+            }
+        };
+        let mut extractor = self.extractor.clone();
+        // Parsing, decoding and extraction are CPU work: keep them off the async workers.
+        let (decoded, buffers) = tokio::task::spawn_blocking(move || {
+            let decoded = decode_page(&mut extractor, start, id, &mut buffers);
+            (decoded, buffers)
+        })
+        .await
+        .map_err(|e| FetchError::Transport(format!("extraction task failed: {e}")))?;
+        self.keep_buffers(buffers);
+        match decoded {
+            Ok(page) => {
+                self.sizer().answered(page.served, page.bytes);
+                metrics::histogram!("writer_rpc_page_bytes").record(page.bytes as f64);
+                Ok(Page::Answer(page))
+            }
+            Err(RpcError::Call { code, message }) if code == INVALID_REQUEST => {
+                // Out of the RPC's range: the caller finds out on which side.
+                Ok(Page::OutOfRange(message))
+            }
+            Err(e) => Err(transport(e)),
         }
     }
 
@@ -329,21 +395,15 @@ impl RpcSource {
                 }
             }
         };
-        if page.ledgers.is_empty() {
-            return Ok(Fetched::AtTip {
-                rpc_latest: page.latest_ledger,
-            });
-        }
-        let rpc_latest = page.latest_ledger;
-        let rpc_latest_close_time = page.latest_ledger_close_time;
-        let bytes: usize = page.ledgers.iter().map(wire_bytes).sum();
-        let mut extractor = self.extractor.clone();
-        // Decoding is CPU work: keep it off the async workers.
-        let ledgers =
-            tokio::task::spawn_blocking(move || extract_page(&mut extractor, start, page.ledgers))
-                .await
-                .map_err(|e| FetchError::Transport(format!("extraction task failed: {e}")))?;
-        match ledgers {
+        let Extracted {
+            ledgers,
+            error,
+            bytes,
+            rpc_latest,
+            rpc_latest_close_time,
+            ..
+        } = page;
+        match (ledgers, error) {
             (good, _) if !good.is_empty() => Ok(Fetched::Ledgers {
                 ledgers: good,
                 bytes,
@@ -351,20 +411,43 @@ impl RpcSource {
                 rpc_latest_close_time,
             }),
             (_, Some(error)) => Err(error),
+            // An empty page: nothing past `start` yet.
             (_, None) => Ok(Fetched::AtTip { rpc_latest }),
         }
     }
 }
 
+/// Parses the answer to `getLedgers` request `id` (once, into strings borrowed from the
+/// body) and extracts its ledgers.
+fn decode_page(
+    extractor: &mut Extractor,
+    start: u32,
+    id: u64,
+    buffers: &mut Buffers,
+) -> Result<Extracted, RpcError> {
+    let Buffers { body, xdr } = buffers;
+    let page = ledgers_page(body, id)?;
+    let (ledgers, error) = extract_page(extractor, start, &page.ledgers, xdr);
+    Ok(Extracted {
+        ledgers,
+        error,
+        served: page.ledgers.len(),
+        bytes: body.len(),
+        rpc_latest: page.latest_ledger,
+        rpc_latest_close_time: page.latest_ledger_close_time,
+    })
+}
+
 /// Extracts a page in order, stopping at the first unusable ledger: returns the good
-/// prefix and the error that ended it, if any.
+/// prefix and the error that ended it, if any. Each ledger's XDR is decoded into `xdr`.
 fn extract_page(
     extractor: &mut Extractor,
     start: u32,
-    page: Vec<stellar_rpc_client::Ledger>,
+    page: &[PageLedger<'_>],
+    xdr: &mut Vec<u8>,
 ) -> (Vec<LedgerPayments>, Option<FetchError>) {
     let mut out = Vec::with_capacity(page.len());
-    for (offset, ledger) in page.into_iter().enumerate() {
+    for (offset, ledger) in page.iter().enumerate() {
         let expected = start + offset as u32;
         let bad = |reason: String| {
             Some(FetchError::BadLedger {
@@ -381,13 +464,13 @@ fn extract_page(
                 )),
             );
         }
-        let bytes = match base64::engine::general_purpose::STANDARD
-            .decode(ledger.metadata_xdr.as_bytes())
+        xdr.clear();
+        if let Err(e) = base64::engine::general_purpose::STANDARD
+            .decode_vec(ledger.metadata_xdr.as_bytes(), xdr)
         {
-            Ok(bytes) => bytes,
-            Err(e) => return (out, bad(format!("metadataXdr is not base64: {e}"))),
-        };
-        match extractor.extract_xdr(&bytes) {
+            return (out, bad(format!("metadataXdr is not base64: {e}")));
+        }
+        match extractor.extract_xdr(xdr) {
             Ok(payments) if payments.ledger.sequence == expected => out.push(payments),
             Ok(payments) => {
                 return (
