@@ -359,6 +359,7 @@ fn run_simnet(args: SimnetArgs) -> anyhow::Result<()> {
         error_rate: args.error_rate,
         truncate_rate: args.truncate_rate,
         retention: args.retention,
+        close_after_refused_tip: false,
     };
     faults.validate().map_err(anyhow::Error::msg)?;
     let passphrase = crate::simnet::passphrase_for(&args.network);

@@ -6,8 +6,12 @@
 //! the wire from a semaphore of `prefetch_bytes` before it is fetched, and gives them back
 //! once committed (a page larger than the whole budget still goes, alone). The committer
 //! writes each page as one transaction on the writer-lock session (so a writer that lost
-//! the lock cannot commit), retrying transient database failures with backoff and
-//! deterministic ones a bounded number of times, checks that session's liveness while
+//! the lock cannot commit); when it finds several pages already waiting (the database is
+//! behind the tip, as when ledgers close faster than one commit and its fsync take), it
+//! commits them together, in order, as one transaction (group commit: one fsync and one
+//! replication round for all of them; pages are added while it holds fewer than
+//! [`GROUP_MAX_LEDGERS`] ledgers). It retries transient database failures with backoff
+//! and deterministic ones a bounded number of times, checks that session's liveness while
 //! idle, and announces the new tip. Shutdown is checked between batches and during every
 //! backoff: a batch in flight commits or rolls back.
 
@@ -108,6 +112,9 @@ pub enum LiveError {
         error: StoreError,
     },
 }
+
+/// Most ledgers the committer puts in one transaction when pages are waiting.
+pub const GROUP_MAX_LEDGERS: usize = 200;
 
 enum FromFetcher {
     Batch {
@@ -245,12 +252,34 @@ async fn commit_loop(
         let Some(message) = message else {
             return Ok(());
         };
-        let (ledgers, permit) = match message {
+        let (mut ledgers, mut permit) = match message {
             FromFetcher::Batch {
                 ledgers, permit, ..
             } => (ledgers, permit),
             FromFetcher::Fatal(error) => return Err(error.into()),
         };
+        // Group commit: pages already waiting go in the same transaction. A fatal error
+        // waiting behind them is returned once they are committed.
+        let mut fatal = None;
+        let mut pages = 1usize;
+        while ledgers.len() < GROUP_MAX_LEDGERS {
+            match from_fetcher.try_recv() {
+                Ok(FromFetcher::Batch {
+                    ledgers: more,
+                    permit: more_permit,
+                }) => {
+                    ledgers.extend(more);
+                    permit.merge(more_permit);
+                    pages += 1;
+                }
+                Ok(FromFetcher::Fatal(error)) => {
+                    fatal = Some(error);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        metrics::histogram!("writer_batch_pages").record(pages as f64);
         let started = Instant::now();
         let Some(summary) =
             commit_with_retry(lock, dictionaries, config, status, &ledgers, shutdown).await?
@@ -275,9 +304,13 @@ async fn commit_loop(
         tracing::debug!(
             ledger = summary.last_ledger,
             ledgers = summary.ledgers,
+            pages,
             payments = summary.payments,
             "batch committed"
         );
+        if let Some(error) = fatal {
+            return Err(error.into());
+        }
     }
 }
 

@@ -8,7 +8,10 @@
 //! operator intervenes. A ledger that arrives but cannot be used (malformed or truncated
 //! XDR, hashes that do not match its header, a missing or out-of-order ledger) is fetched
 //! again, and if it stays bad for `max_bad_attempts` fetches ingestion stops with an error
-//! naming it: a ledger is never skipped, and a bad one never stored.
+//! naming it: a ledger is never skipped, and a bad one never stored. A `getLedgers`
+//! refusal of a ledger that `getHealth` then shows closed is the race of polling at the
+//! tip (the ledger closed in between): it is asked for again at once, not counted as a
+//! fault.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -17,7 +20,7 @@ use base64::Engine as _;
 use shared::{Extractor, LedgerPayments};
 
 use crate::paging::{PageBudget, PageSizer, Shrunk};
-use crate::rpc::{RpcClient, RpcError};
+use crate::rpc::{ledgers_page, PageLedger, RpcClient, RpcError};
 
 /// How the source retries.
 #[derive(Clone, Debug)]
@@ -116,6 +119,19 @@ pub struct RpcSource {
     timeout: Duration,
     sizer: Mutex<PageSizer>,
     extractor: Extractor,
+    /// Buffers kept from the last page for the next one.
+    spare: Mutex<Buffers>,
+}
+
+/// The buffers one page is read and decoded into, reused from page to page: a fresh
+/// multi-MB buffer per page costs page faults and zeroing of every page it touches. They
+/// hold at most one answer (bounded by the response cap) and one ledger's XDR.
+#[derive(Default)]
+struct Buffers {
+    /// The `getLedgers` answer as read.
+    body: Vec<u8>,
+    /// One ledger's `LedgerCloseMeta`, decoded from base64.
+    xdr: Vec<u8>,
 }
 
 impl std::fmt::Debug for RpcSource {
@@ -136,18 +152,57 @@ fn transport(error: RpcError) -> FetchError {
 
 /// What `getLedgers` said.
 enum Page {
-    Answer(stellar_rpc_client::GetLedgersResponse),
+    /// A page, extracted.
+    Answer(Extracted),
     /// The start ledger is outside what the RPC serves: at the tip or before retention.
     OutOfRange(String),
 }
 
-/// About the bytes a ledger took in the `getLedgers` answer.
-fn wire_bytes(ledger: &stellar_rpc_client::Ledger) -> usize {
-    ledger.metadata_xdr.len()
-        + ledger.header_xdr.len()
-        + ledger.hash.len()
-        + ledger.ledger_close_time.len()
-        + 128
+/// A `getLedgers` answer, its ledgers extracted.
+struct Extracted {
+    /// The good prefix of the page.
+    ledgers: Vec<LedgerPayments>,
+    /// What ended the good prefix early, if anything.
+    error: Option<FetchError>,
+    /// Ledgers in the answer.
+    served: usize,
+    /// Bytes of the answer.
+    bytes: usize,
+    /// The RPC's newest ledger.
+    rpc_latest: u32,
+    /// Its close time.
+    rpc_latest_close_time: i64,
+}
+
+/// What a `getLedgers` refusal of `start` meant, once `getHealth` has told the RPC's range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OutOfRange {
+    /// `start` is not closed yet.
+    AtTip,
+    /// `start` is older than the RPC keeps.
+    BeforeRetention,
+    /// `start` is served now: it closed between the `getLedgers` and the `getHealth`.
+    /// Ask again at once; this is the normal race of polling at the tip, not a fault.
+    ClosedSince,
+    /// `start` is in range and was refused again: the RPC means it.
+    Refused,
+}
+
+/// How many refusals of a ledger the RPC's range says is served are put down to the race
+/// of a ledger closing while it was asked for (see [`OutOfRange::ClosedSince`]).
+const MAX_CLOSED_SINCE: u32 = 1;
+
+/// Sorts the `refusals`-th refusal of `start` by the range `getHealth` reported after it.
+fn out_of_range(start: u32, latest: u32, oldest: u32, refusals: u32) -> OutOfRange {
+    if start > latest {
+        OutOfRange::AtTip
+    } else if start < oldest {
+        OutOfRange::BeforeRetention
+    } else if refusals <= MAX_CLOSED_SINCE {
+        OutOfRange::ClosedSince
+    } else {
+        OutOfRange::Refused
+    }
 }
 
 impl RpcSource {
@@ -160,7 +215,7 @@ impl RpcSource {
     ) -> Result<Self, FetchError> {
         let sizer = PageSizer::new(budget);
         let budget = sizer.budget();
-        // jsonrpsee's own timeout is a backstop; ours names the duration.
+        // The client's own timeout is a backstop; ours names the duration.
         let client = RpcClient::new(
             url,
             timeout + Duration::from_secs(1),
@@ -172,6 +227,7 @@ impl RpcSource {
             timeout,
             sizer: Mutex::new(sizer),
             extractor,
+            spare: Mutex::new(Buffers::default()),
         })
     }
 
@@ -184,6 +240,22 @@ impl RpcSource {
         self.sizer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn take_buffers(&self) -> Buffers {
+        std::mem::take(
+            &mut *self
+                .spare
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    fn keep_buffers(&self, buffers: Buffers) {
+        *self
+            .spare
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = buffers;
     }
 
     /// Bounds an RPC call by the request timeout.
@@ -221,19 +293,18 @@ impl RpcSource {
         Ok((health.latest_ledger, health.oldest_ledger))
     }
 
-    /// One `getLedgers` page from `start`, as large as the byte budget allows: an answer
-    /// over the response cap is asked for again with fewer ledgers.
-    async fn page(&self, start: u32) -> Result<Page, FetchError> {
+    /// Reads one `getLedgers` answer from `start` into `body`, as large as the byte budget
+    /// allows: an answer over the response cap is asked for again with fewer ledgers.
+    /// Returns the request's id.
+    async fn read_page(&self, start: u32, body: &mut Vec<u8>) -> Result<u64, FetchError> {
         loop {
             let limit = self.sizer().limit();
             metrics::gauge!("writer_rpc_page_limit_ledgers").set(limit as f64);
-            match self.timed(self.client.get_ledgers(start, limit)).await? {
-                Ok(page) => {
-                    let bytes: usize = page.ledgers.iter().map(wire_bytes).sum();
-                    self.sizer().answered(page.ledgers.len(), bytes);
-                    metrics::histogram!("writer_rpc_page_bytes").record(bytes as f64);
-                    return Ok(Page::Answer(page));
-                }
+            match self
+                .timed(self.client.get_ledgers(start, limit, body))
+                .await?
+            {
+                Ok(id) => return Ok(id),
                 Err(RpcError::TooLarge { cap }) => {
                     metrics::counter!("writer_rpc_pages_too_large_total").increment(1);
                     let shrunk = self.sizer().too_large(limit);
@@ -255,47 +326,84 @@ impl RpcSource {
                         }
                     }
                 }
-                Err(RpcError::Call { code, message }) if code == INVALID_REQUEST => {
-                    // Out of the RPC's range: the caller finds out on which side.
-                    return Ok(Page::OutOfRange(message));
-                }
                 Err(e) => return Err(transport(e)),
             }
         }
     }
 
-    /// Fetches and extracts ledgers from `start` on, at most one page.
-    pub async fn fetch(&self, start: u32) -> Result<Fetched, FetchError> {
-        let page = match self.page(start).await? {
-            Page::Answer(page) => page,
-            Page::OutOfRange(message) => {
-                let (latest, oldest) = self.range().await?;
-                return Ok(if start > latest {
-                    Fetched::AtTip { rpc_latest: latest }
-                } else if start < oldest {
-                    Fetched::BeforeRetention { rpc_oldest: oldest }
-                } else {
-                    return Err(FetchError::Transport(format!(
-                        "getLedgers refused ledger {start}: {message}"
-                    )));
-                });
+    /// One `getLedgers` page from `start`, read, parsed and extracted.
+    async fn page(&self, start: u32) -> Result<Page, FetchError> {
+        let mut buffers = self.take_buffers();
+        let id = match self.read_page(start, &mut buffers.body).await {
+            Ok(id) => id,
+            Err(e) => {
+                self.keep_buffers(buffers);
+                return Err(e);
             }
         };
-        if page.ledgers.is_empty() {
-            return Ok(Fetched::AtTip {
-                rpc_latest: page.latest_ledger,
-            });
-        }
-        let rpc_latest = page.latest_ledger;
-        let rpc_latest_close_time = page.latest_ledger_close_time;
-        let bytes: usize = page.ledgers.iter().map(wire_bytes).sum();
         let mut extractor = self.extractor.clone();
-        // Decoding is CPU work: keep it off the async workers.
-        let ledgers =
-            tokio::task::spawn_blocking(move || extract_page(&mut extractor, start, page.ledgers))
-                .await
-                .map_err(|e| FetchError::Transport(format!("extraction task failed: {e}")))?;
-        match ledgers {
+        // Parsing, decoding and extraction are CPU work: keep them off the async workers.
+        let (decoded, buffers) = tokio::task::spawn_blocking(move || {
+            let decoded = decode_page(&mut extractor, start, id, &mut buffers);
+            (decoded, buffers)
+        })
+        .await
+        .map_err(|e| FetchError::Transport(format!("extraction task failed: {e}")))?;
+        self.keep_buffers(buffers);
+        match decoded {
+            Ok(page) => {
+                self.sizer().answered(page.served, page.bytes);
+                metrics::histogram!("writer_rpc_page_bytes").record(page.bytes as f64);
+                Ok(Page::Answer(page))
+            }
+            Err(RpcError::Call { code, message }) if code == INVALID_REQUEST => {
+                // Out of the RPC's range: the caller finds out on which side.
+                Ok(Page::OutOfRange(message))
+            }
+            Err(e) => Err(transport(e)),
+        }
+    }
+
+    /// Fetches and extracts ledgers from `start` on, at most one page.
+    pub async fn fetch(&self, start: u32) -> Result<Fetched, FetchError> {
+        let mut refusals = 0u32;
+        let page = loop {
+            match self.page(start).await? {
+                Page::Answer(page) => break page,
+                Page::OutOfRange(message) => {
+                    refusals += 1;
+                    let (latest, oldest) = self.range().await?;
+                    match out_of_range(start, latest, oldest, refusals) {
+                        OutOfRange::AtTip => return Ok(Fetched::AtTip { rpc_latest: latest }),
+                        OutOfRange::BeforeRetention => {
+                            return Ok(Fetched::BeforeRetention { rpc_oldest: oldest })
+                        }
+                        OutOfRange::ClosedSince => {
+                            metrics::counter!("writer_rpc_closed_while_asking_total").increment(1);
+                            tracing::debug!(
+                                start,
+                                latest,
+                                "ledger closed while asking; asking again"
+                            );
+                        }
+                        OutOfRange::Refused => {
+                            return Err(FetchError::Transport(format!(
+                                "getLedgers refused ledger {start}: {message}"
+                            )))
+                        }
+                    }
+                }
+            }
+        };
+        let Extracted {
+            ledgers,
+            error,
+            bytes,
+            rpc_latest,
+            rpc_latest_close_time,
+            ..
+        } = page;
+        match (ledgers, error) {
             (good, _) if !good.is_empty() => Ok(Fetched::Ledgers {
                 ledgers: good,
                 bytes,
@@ -303,20 +411,43 @@ impl RpcSource {
                 rpc_latest_close_time,
             }),
             (_, Some(error)) => Err(error),
+            // An empty page: nothing past `start` yet.
             (_, None) => Ok(Fetched::AtTip { rpc_latest }),
         }
     }
 }
 
+/// Parses the answer to `getLedgers` request `id` (once, into strings borrowed from the
+/// body) and extracts its ledgers.
+fn decode_page(
+    extractor: &mut Extractor,
+    start: u32,
+    id: u64,
+    buffers: &mut Buffers,
+) -> Result<Extracted, RpcError> {
+    let Buffers { body, xdr } = buffers;
+    let page = ledgers_page(body, id)?;
+    let (ledgers, error) = extract_page(extractor, start, &page.ledgers, xdr);
+    Ok(Extracted {
+        ledgers,
+        error,
+        served: page.ledgers.len(),
+        bytes: body.len(),
+        rpc_latest: page.latest_ledger,
+        rpc_latest_close_time: page.latest_ledger_close_time,
+    })
+}
+
 /// Extracts a page in order, stopping at the first unusable ledger: returns the good
-/// prefix and the error that ended it, if any.
+/// prefix and the error that ended it, if any. Each ledger's XDR is decoded into `xdr`.
 fn extract_page(
     extractor: &mut Extractor,
     start: u32,
-    page: Vec<stellar_rpc_client::Ledger>,
+    page: &[PageLedger<'_>],
+    xdr: &mut Vec<u8>,
 ) -> (Vec<LedgerPayments>, Option<FetchError>) {
     let mut out = Vec::with_capacity(page.len());
-    for (offset, ledger) in page.into_iter().enumerate() {
+    for (offset, ledger) in page.iter().enumerate() {
         let expected = start + offset as u32;
         let bad = |reason: String| {
             Some(FetchError::BadLedger {
@@ -333,13 +464,13 @@ fn extract_page(
                 )),
             );
         }
-        let bytes = match base64::engine::general_purpose::STANDARD
-            .decode(ledger.metadata_xdr.as_bytes())
+        xdr.clear();
+        if let Err(e) = base64::engine::general_purpose::STANDARD
+            .decode_vec(ledger.metadata_xdr.as_bytes(), xdr)
         {
-            Ok(bytes) => bytes,
-            Err(e) => return (out, bad(format!("metadataXdr is not base64: {e}"))),
-        };
-        match extractor.extract_xdr(&bytes) {
+            return (out, bad(format!("metadataXdr is not base64: {e}")));
+        }
+        match extractor.extract_xdr(xdr) {
             Ok(payments) if payments.ledger.sequence == expected => out.push(payments),
             Ok(payments) => {
                 return (
@@ -359,4 +490,20 @@ fn extract_page(
         }
     }
     (out, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_is_sorted_by_the_range_reported_after_it() {
+        assert_eq!(out_of_range(11, 10, 1, 1), OutOfRange::AtTip);
+        assert_eq!(out_of_range(11, 10, 1, 2), OutOfRange::AtTip);
+        assert_eq!(out_of_range(1, 10, 5, 1), OutOfRange::BeforeRetention);
+        // Refused, then served: it closed in between; ask again.
+        assert_eq!(out_of_range(11, 11, 1, 1), OutOfRange::ClosedSince);
+        // Refused twice while in range: the RPC means it.
+        assert_eq!(out_of_range(11, 11, 1, 2), OutOfRange::Refused);
+    }
 }

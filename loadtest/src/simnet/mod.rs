@@ -6,8 +6,9 @@
 //! ledgers into one contiguous chain, and [`Simnet`] serves it over JSON-RPC 2.0 with the
 //! field names, types, limits and error codes of real Stellar RPC ([`rpc`]), closing one
 //! more ledger at a time as a live network would. Fault knobs ([`Faults`]: latency, failed
-//! requests, truncated metadata, a short retention window) can be set at start and
-//! changed while running, from Rust or through the admin endpoints:
+//! requests, truncated metadata, a short retention window, a ledger closing right after
+//! a refused request for it) can be set at start and changed while running, from Rust or
+//! through the admin endpoints:
 //!
 //! - `POST /admin/faults` with a JSON object of [`Faults`] fields to change (others keep
 //!   their value; `"retention": null` clears it); `GET /admin/faults` reads them;
@@ -69,6 +70,10 @@ pub struct Faults {
     /// Serve only the newest this-many closed ledgers (`oldestLedger = latest - N + 1`);
     /// `None` serves every closed ledger.
     pub retention: Option<u32>,
+    /// After refusing a `getLedgers` for the ledger that follows the latest (not closed
+    /// yet), close that ledger at once: the client's next call finds it closed, as when a
+    /// ledger closes between a client's `getLedgers` and the `getHealth` that follows it.
+    pub close_after_refused_tip: bool,
 }
 
 impl Faults {

@@ -348,6 +348,11 @@ fn get_ledgers(state: &State, params: &Value) -> Result<Vec<u8>, RpcError> {
         ));
     }
     if !problems.is_empty() {
+        let refused_tip = cursor.is_empty() && start_ledger == latest.sequence.wrapping_add(1);
+        if refused_tip && state.faults().close_after_refused_tip {
+            // The refusal is already decided: the ledger closes just after it.
+            state.close_next();
+        }
         return Err(RpcError::new(code::INVALID_REQUEST, problems.join("\n")));
     }
     if format == "json" {

@@ -2,7 +2,8 @@
 //! transient errors and timeouts are retried until the RPC recovers; a ledger that stays
 //! unusable stops ingestion with an error naming it (never skipped); a retention window
 //! past the cursor is reported with the backfill to run; another network, or a chain
-//! whose hashes do not link, is refused.
+//! whose hashes do not link, is refused; a ledger that closes between a refused
+//! `getLedgers` and the `getHealth` after it is fetched at once, not taken for a fault.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,8 @@ use crate::support::{
 };
 use loadtest::simnet::{rechain, Faults};
 use shared::testkit::PostgresCluster;
+use writer::paging::PageBudget;
+use writer::source::{Fetched, RpcSource};
 use writer::status::Role;
 
 const FIRST: u32 = 1_000_000;
@@ -273,4 +276,38 @@ async fn a_first_run_before_the_retention_window_is_closed_by_the_printed_backfi
     writer.stop().await.expect("clean stop");
     assert_eq!(cursor(&url).await, Some(last));
     assert_eq!(dump(&url).await, reference, "contiguous, nothing twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ledger_that_closes_while_it_is_asked_for_is_fetched_at_once() {
+    let sim = simnet(fixture_chain(), 3).await;
+    let source = RpcSource::new(
+        &sim.url(),
+        Duration::from_secs(10),
+        PageBudget::default(),
+        shared::Extractor::new(shared::Network::pubnet()),
+    )
+    .expect("source");
+    let tip = sim.latest();
+    assert!(
+        matches!(source.fetch(tip + 1).await, Ok(Fetched::AtTip { rpc_latest }) if rpc_latest == tip),
+        "not closed yet: at the tip"
+    );
+    // The RPC refuses the next ledger, then closes it before the writer asks for its range.
+    sim.set_faults(Faults {
+        close_after_refused_tip: true,
+        ..Faults::default()
+    });
+    match source.fetch(tip + 1).await {
+        Ok(Fetched::Ledgers { ledgers, .. }) => {
+            assert_eq!(ledgers.first().map(|l| l.ledger.sequence), Some(tip + 1));
+        }
+        other => panic!("ledger {} closed while asked for: {other:?}", tip + 1),
+    }
+    assert_eq!(
+        sim.latest(),
+        tip + 1,
+        "the simulator closed it after refusing"
+    );
+    sim.shutdown().await;
 }
