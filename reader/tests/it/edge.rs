@@ -1,7 +1,8 @@
 //! Readers behind the real edge (nginx through the test kit, with the shipped
 //! `deploy/nginx/edge-locations.conf`): the shared cache honours the readers' headers and
 //! never serves another client's RateLimit headers, client-sent forwarding headers do
-//! not reach the readers, operational routes stay off the public port, and traffic moves
+//! not reach the readers, operational routes stay off the public port, concurrent
+//! requests for a page the edge never stores do not wait on each other, and traffic moves
 //! between a blue and a green pair, and ingestion from the blue to the green writer,
 //! under steady load with no failed request and no missing or duplicated ledger.
 
@@ -338,6 +339,33 @@ async fn the_edge_caches_strips_and_switches_colours_without_a_failed_request() 
     assert_eq!(
         stored("SELECT count(*) FROM payments"),
         world.records_through(tip).len() as i64
+    );
+
+    // Concurrent requests for one account's history (never stored: `no-cache`) do not
+    // queue behind each other at the edge. With nginx's cache lock on, all but the
+    // first waited for the lock's 500 ms polls, only to be passed through. The slowest
+    // of eight concurrent requests stays under one poll in at least one of three rounds
+    // (a stalled machine may slow a round, but not cause all three).
+    let mut slowest = Vec::new();
+    for round in 0..3 {
+        let url = format!("{account_route}&round={round}");
+        let started = Instant::now();
+        let answered = futures_util::future::join_all((0..8).map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                let r = client.get(&url).send().await.expect("request");
+                assert_eq!(r.status(), 200);
+                assert_eq!(header(&r, "x-cache-status").as_deref(), Some("MISS"));
+                r.bytes().await.expect("body");
+                started.elapsed()
+            }
+        }))
+        .await;
+        slowest.push(answered.into_iter().max().expect("eight answers"));
+    }
+    assert!(
+        slowest.iter().min().expect("three rounds") < &Duration::from_millis(450),
+        "concurrent requests for one account waited at the edge: slowest per round {slowest:?}"
     );
 
     // A colour that is not ready is not switched to.
