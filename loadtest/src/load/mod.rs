@@ -335,6 +335,10 @@ pub async fn run(plan: &Plan) -> anyhow::Result<Results> {
         let mut out: Vec<Observation> = Vec::new();
         let mut events_before = 0;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // A stalled runtime (the client saturated) must not fire the missed ticks back to
+        // back: CPU over a few milliseconds, counted in 10 ms ticks, reads as thousands
+        // of percent.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}

@@ -17,6 +17,9 @@ use super::results::Observation;
 /// CPU ticks per second (`USER_HZ`, 100 on the architectures this runs on).
 const TICKS_PER_SECOND: f64 = 100.0;
 
+/// The shortest interval a CPU share is computed over.
+const MIN_CPU_INTERVAL: Duration = Duration::from_millis(500);
+
 /// One process, from `/proc/PID/stat`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ProcStat {
@@ -167,6 +170,13 @@ impl Observer {
         .await
         .unwrap_or_default();
         let now = std::time::Instant::now();
+        if let Some((then, _)) = &self.last {
+            // Ticks are 10 ms: over less than half a second a share would be mostly
+            // rounding. The next sample measures from the same start instead.
+            if now.duration_since(*then) < MIN_CPU_INTERVAL {
+                return observation;
+            }
+        }
         if let Some((then, before)) = &self.last {
             let wall = now.duration_since(*then).as_secs_f64().max(1e-3);
             for (name, t) in &ticks {
