@@ -267,18 +267,19 @@ pub const PARAMETERS: [&str; 9] = [
 impl PageRequest {
     /// Validates the query string of a payments route. `last_event_id` (the SSE
     /// reconnection header) overrides `cursor`, as in Horizon.
-    pub fn parse(
+    pub fn parse<K: AsRef<str>, V: AsRef<str>>(
         scope: Scope,
-        query: &[(String, String)],
+        query: &[(K, V)],
         last_event_id: Option<&str>,
     ) -> Result<Self, Problem> {
         let mut seen: [Option<&str>; PARAMETERS.len()] = [None; PARAMETERS.len()];
         for (key, value) in query {
-            if let Some(i) = PARAMETERS.iter().position(|p| p == key) {
+            let key = key.as_ref();
+            if let Some(i) = PARAMETERS.iter().position(|p| *p == key) {
                 if seen[i].is_some() {
                     return Err(Problem::invalid_field(key, "given more than once"));
                 }
-                seen[i] = Some(value.as_str());
+                seen[i] = Some(value.as_ref());
             }
         }
         let [cursor, order, limit, include_failed, join, asset, direction, from_time, to_time] =

@@ -11,7 +11,9 @@ pub mod operations;
 pub mod payments;
 pub mod transactions;
 
-use axum::extract::{FromRequestParts, Path, Query};
+use std::borrow::Cow;
+
+use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -56,24 +58,11 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParam {
     }
 }
 
-/// The query string as ordered pairs; an undecodable one is a 400 problem document.
-#[derive(Debug)]
-pub struct QueryPairs(pub Vec<(String, String)>);
-
-impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Query::<Vec<(String, String)>>::from_request_parts(parts, state)
-            .await
-            .map(|Query(q)| Self(q))
-            .map_err(|e| {
-                Problem::invalid_field(
-                    "query",
-                    format!("unreadable query string: {}", e.body_text()),
-                )
-            })
-    }
+/// The query string as ordered pairs, percent-decoded (lossily: bytes that are not
+/// UTF-8 become U+FFFD, and a parameter the handlers check is then refused by name),
+/// borrowed from the request where nothing needed decoding.
+pub fn query_pairs(query: Option<&str>) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
+    query.map_or_else(Vec::new, |q| form_urlencoded::parse(q.as_bytes()).collect())
 }
 
 /// Where `_links` point: the configured public URL, else the request's Host (checked
@@ -109,11 +98,10 @@ pub fn wants_event_stream(headers: &HeaderMap) -> bool {
 }
 
 /// The `If-None-Match` header, when present and readable.
-pub fn condition(headers: &HeaderMap) -> Option<String> {
+pub fn condition(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::IF_NONE_MATCH)
         .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
 }
 
 /// Which cache path answered (a response extension, for metrics and tests).
@@ -278,7 +266,7 @@ where
     let encoding = encoding(headers);
     let tag = crate::cache::etag('i', &[&base.0, path]);
     let key = format!("fixed|{}|{path}", base.0);
-    let (tag, key, base, condition) = (&tag, &key, &base, condition.as_deref());
+    let (tag, key, base) = (&tag, &key, &base);
     let missing = &missing;
     let fetch = &fetch;
     state

@@ -9,19 +9,20 @@
 //! never re-anchors at the tip; `If-None-Match: *` never answers 304 for a ledger or
 //! transaction that does not exist.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use bytes::Bytes;
 use shared::horizon::LinkBase;
 
 use super::{
-    cached_response, condition, encoding, link_base, missing_at, not_modified, rendered_response,
-    wants_event_stream, CacheOutcome, PathParam, QueryPairs,
+    cached_response, condition, encoding, link_base, missing_at, not_modified, query_pairs,
+    rendered_response, wants_event_stream, CacheOutcome, PathParam,
 };
 use crate::cache::{Encoding, Rendered};
 use crate::conditional::{self, PageFacts, TagInputs};
@@ -45,10 +46,10 @@ use crate::stream;
     ))]
 pub async fn all_payments(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    QueryPairs(query): QueryPairs,
+    request: Request,
 ) -> Result<Response, Problem> {
-    payments(state, Scope::All, &query, &headers).await
+    let (headers, query) = (request.headers(), query_pairs(request.uri().query()));
+    payments(state, Scope::All, &query, headers).await
 }
 
 /// GET /accounts/{account_id}/payments
@@ -63,11 +64,11 @@ pub async fn all_payments(
 pub async fn account_payments(
     State(state): State<AppState>,
     PathParam(account): PathParam,
-    headers: HeaderMap,
-    QueryPairs(query): QueryPairs,
+    request: Request,
 ) -> Result<Response, Problem> {
+    let (headers, query) = (request.headers(), query_pairs(request.uri().query()));
     let scope = Scope::Account(params::parse_account(&account)?);
-    payments(state, scope, &query, &headers).await
+    payments(state, scope, &query, headers).await
 }
 
 /// GET /ledgers/{sequence}/payments
@@ -83,11 +84,11 @@ pub async fn account_payments(
 pub async fn ledger_payments(
     State(state): State<AppState>,
     PathParam(sequence): PathParam,
-    headers: HeaderMap,
-    QueryPairs(query): QueryPairs,
+    request: Request,
 ) -> Result<Response, Problem> {
+    let (headers, query) = (request.headers(), query_pairs(request.uri().query()));
     let scope = Scope::Ledger(params::parse_ledger(&sequence)?);
-    payments(state, scope, &query, &headers).await
+    payments(state, scope, &query, headers).await
 }
 
 /// GET /transactions/{hash}/payments
@@ -103,17 +104,17 @@ pub async fn ledger_payments(
 pub async fn transaction_payments(
     State(state): State<AppState>,
     PathParam(hash): PathParam,
-    headers: HeaderMap,
-    QueryPairs(query): QueryPairs,
+    request: Request,
 ) -> Result<Response, Problem> {
+    let (headers, query) = (request.headers(), query_pairs(request.uri().query()));
     let scope = Scope::Transaction(params::parse_hash(&hash.to_ascii_lowercase())?);
-    payments(state, scope, &query, &headers).await
+    payments(state, scope, &query, headers).await
 }
 
 async fn payments(
     state: AppState,
     scope: Scope,
-    query: &[(String, String)],
+    query: &[(Cow<'_, str>, Cow<'_, str>)],
     headers: &HeaderMap,
 ) -> Result<Response, Problem> {
     let streaming = wants_event_stream(headers);
@@ -129,7 +130,7 @@ async fn payments(
     }
     let condition = condition(headers);
     let encoding = encoding(headers);
-    let (state, request, base, condition) = (&state, &request, &base, condition.as_deref());
+    let (state, request, base) = (&state, &request, &base);
     state
         .sources
         .read(|chosen| page_at(state, chosen, request, base, condition, encoding))
