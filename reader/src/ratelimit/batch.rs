@@ -30,18 +30,27 @@ const ANSWER: usize = 7;
 /// One decision to take.
 #[derive(Debug)]
 pub(super) struct Ask {
-    /// The client's hash tag (its keys' slot).
+    /// The client's Redis id: its keys' hash tag (and slot).
     pub client: String,
-    /// The client's GCRA key.
-    pub rate_key: String,
-    /// The client's quota key.
-    pub quota_key: String,
-    /// period_us, tolerance_us.
-    pub gcra: (f64, f64),
-    /// window_us, byte_quota, credit_quota, cost, pending requests, pending credits.
-    pub values: [u64; 6],
+    /// The limits of the client's tier.
+    pub limits: Limits,
+    /// cost, pending requests, pending credits.
+    pub values: [u64; 3],
     /// When the caller stops waiting.
     pub deadline: Instant,
+}
+
+/// A tier's limits as the script takes them: period_us, tolerance_us (the GCRA),
+/// window_us, byte_quota, credit_quota. Sent once per client and call: the decisions of
+/// one client in one call are decided under the limits of its first (a reloaded tier
+/// applies from the next call).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) struct Limits {
+    pub period_us: f64,
+    pub tolerance_us: f64,
+    pub window_us: u64,
+    pub byte_quota: u64,
+    pub credit_quota: u64,
 }
 
 /// What Redis decided for one ask (the script's seven values), or why not.
@@ -68,12 +77,18 @@ impl std::fmt::Debug for Batcher {
 }
 
 impl Batcher {
-    /// Starts the task (on the current runtime) over `redis`.
-    pub(super) fn start(redis: Arc<Redis>) -> Self {
+    /// Starts the task (on the current runtime) over `redis`, with keys under `prefix`.
+    pub(super) fn start(redis: Arc<Redis>, prefix: String) -> Self {
         let (queue, waiting) = mpsc::unbounded_channel();
         let round_trips = Arc::new(AtomicU64::new(0));
         let decisions = Arc::new(AtomicU64::new(0));
-        tokio::spawn(run(redis, waiting, round_trips.clone(), decisions.clone()));
+        tokio::spawn(run(
+            redis,
+            prefix,
+            waiting,
+            round_trips.clone(),
+            decisions.clone(),
+        ));
         Self {
             queue,
             round_trips,
@@ -105,6 +120,7 @@ impl Batcher {
 
 async fn run(
     redis: Arc<Redis>,
+    prefix: String,
     mut waiting: mpsc::UnboundedReceiver<Waiting>,
     round_trips: Arc<AtomicU64>,
     decisions: Arc<AtomicU64>,
@@ -133,7 +149,9 @@ async fn run(
         let sent: usize = groups.iter().map(Vec::len).sum();
         decisions.fetch_add(sent as u64, Ordering::Relaxed);
         metrics::histogram!("reader_ratelimit_batch_decisions").record(sent as f64);
-        let calls = futures_util::future::join_all(groups.iter().map(|g| call(&redis, &script, g)));
+        let calls = futures_util::future::join_all(
+            groups.iter().map(|g| call(&redis, &script, &prefix, g)),
+        );
         match tokio::time::timeout_at(deadline, calls).await {
             Ok(results) => {
                 for (group, result) in groups.into_iter().zip(results) {
@@ -168,21 +186,39 @@ fn by_client(batch: Vec<Waiting>) -> Vec<Vec<Waiting>> {
     groups
 }
 
-/// One call of the script for `group`: seven values per waiter, in order.
+/// One call of the script for `group`: each client's keys and limits once, then four
+/// values per waiter, in order.
 async fn call(
     redis: &Redis,
     script: &redis::Script,
+    prefix: &str,
     group: &[Waiting],
 ) -> Result<Vec<i64>, String> {
-    let mut pairs: HashMap<&str, usize> = HashMap::new();
-    let mut invocation = script.prepare_invoke();
+    // Key pairs in order of first appearance, and which pair each decision uses.
+    let mut clients: Vec<(&str, Limits)> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut which: Vec<usize> = Vec::with_capacity(group.len());
     for w in group {
-        let next = pairs.len() + 1;
-        let k = *pairs.entry(w.ask.rate_key.as_str()).or_insert_with(|| {
-            invocation.key(&w.ask.rate_key).key(&w.ask.quota_key);
-            next
+        let k = *index.entry(w.ask.client.as_str()).or_insert_with(|| {
+            clients.push((w.ask.client.as_str(), w.ask.limits));
+            clients.len()
         });
-        invocation.arg(k).arg(w.ask.gcra.0).arg(w.ask.gcra.1);
+        which.push(k);
+    }
+    let mut invocation = script.prepare_invoke();
+    invocation.arg(clients.len());
+    for (id, limits) in &clients {
+        invocation
+            .key(format!("{prefix}{{{id}}}:rate"))
+            .key(format!("{prefix}{{{id}}}:quota"))
+            .arg(limits.period_us)
+            .arg(limits.tolerance_us)
+            .arg(limits.window_us)
+            .arg(limits.byte_quota)
+            .arg(limits.credit_quota);
+    }
+    for (w, k) in group.iter().zip(which) {
+        invocation.arg(k);
         for v in w.ask.values {
             invocation.arg(v);
         }

@@ -65,11 +65,6 @@ pub async fn enforce(limiter: Option<SharedLimiter>, request: Request, next: Nex
             )
         }
     };
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_default();
     // Priced from the parameter as the handlers decode it (`limit=%32%30%30` is 200).
     let limit = query
         .and_then(|q| query_parameter(q, "limit"))
@@ -86,10 +81,14 @@ pub async fn enforce(limiter: Option<SharedLimiter>, request: Request, next: Nex
     } else {
         None
     };
-    let cost = limiter.cost(&route, limit, stream);
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("", |p| p.as_str());
+    let cost = limiter.cost(route, limit, stream);
     let decision = limiter.decide(&client, cost).await;
-    let (_, tier) = limiter.tier(&client);
-    let policy = HeaderValue::from_str(&limiter.policy_header(tier)).ok();
+    let (tier_name, tier) = limiter.tier(&client);
+    let policy = limiter.policy_header_value(tier_name);
     let current = HeaderValue::from_str(&limiter.state_header(tier, &decision)).ok();
     let mut response = if decision.allowed {
         next.run(request).await

@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use axum::http::HeaderValue;
 use governor::{DefaultKeyedRateLimiter, Quota};
 use sha2::{Digest, Sha256};
 
@@ -84,6 +85,8 @@ pub struct RateLimiter {
     hot: leases::HotClients,
     streams: Arc<streams::OpenStreams>,
     metrics: DecisionMetrics,
+    /// `RateLimit-Policy` of each tier, built once.
+    policy_headers: HashMap<String, HeaderValue>,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -140,7 +143,16 @@ impl RateLimiter {
         let budget = Duration::from_millis(config.redis_budget_ms.max(1));
         let connect_timeout = Duration::from_millis(config.redis_connect_timeout_ms.max(1));
         let metrics = DecisionMetrics::new(config.tiers.keys());
+        let policy_headers = config
+            .tiers
+            .iter()
+            .filter_map(|(name, tier)| {
+                let value = HeaderValue::from_str(&policy_header(tier)).ok()?;
+                Some((name.clone(), value))
+            })
+            .collect();
         Ok(Self {
+            policy_headers,
             budget,
             streams: Arc::new(streams::OpenStreams::new(config.max_streams_per_client)),
             config,
@@ -267,28 +279,23 @@ impl RateLimiter {
     async fn decide_remotely(&self, client: &Client, cost: u64, unsynced: (u64, u64)) -> Decision {
         let (tier_name, tier) = self.tier(client);
         if self.now_ms() >= self.retry_redis_at.load(Ordering::Relaxed) {
-            let id = self.redis_id(client);
-            let (rate_key, quota_key) = self.keys_of(&id);
             let (period_us, tolerance_us, window_us) = gcra(tier);
             let ask = batch::Ask {
-                client: id,
-                rate_key,
-                quota_key,
-                gcra: (period_us, tolerance_us),
-                values: [
+                client: self.redis_id(client),
+                limits: batch::Limits {
+                    period_us,
+                    tolerance_us,
                     window_us,
-                    tier.bytes,
-                    tier.credits,
-                    cost,
-                    unsynced.0,
-                    unsynced.1,
-                ],
+                    byte_quota: tier.bytes,
+                    credit_quota: tier.credits,
+                },
+                values: [cost, unsynced.0, unsynced.1],
                 deadline: tokio::time::Instant::now() + self.budget,
             };
             let started = Instant::now();
-            let batcher = self
-                .batcher
-                .get_or_init(|| batch::Batcher::start(self.redis.clone()));
+            let batcher = self.batcher.get_or_init(|| {
+                batch::Batcher::start(self.redis.clone(), self.config.prefix.clone())
+            });
             match batcher.decide(ask).await {
                 Ok(v) => {
                     self.metrics
@@ -406,6 +413,11 @@ impl RateLimiter {
     /// `RateLimit-Policy` for a tier (IETF draft-ietf-httpapi-ratelimit-headers).
     pub fn policy_header(&self, tier: &Tier) -> String {
         policy_header(tier)
+    }
+
+    /// `RateLimit-Policy` of the tier named `tier_name`, as a header value.
+    pub fn policy_header_value(&self, tier_name: &str) -> Option<HeaderValue> {
+        self.policy_headers.get(tier_name).cloned()
     }
 
     /// `RateLimit` for a decision.
