@@ -297,6 +297,12 @@ impl Simnet {
         self.state.ledger(self.state.window().oldest).sequence
     }
 
+    /// The newest ledger put in a `getLedgers` answer so far (`None` before the
+    /// first): how far a client has fetched, whatever it has done with the ledgers since.
+    pub fn served(&self) -> Option<u32> {
+        self.state.served()
+    }
+
     /// Number of ledgers in the chain, closed or not.
     pub fn total(&self) -> usize {
         self.state.ledgers.len()
