@@ -1,13 +1,14 @@
 //! The writer's integration tests, one binary: live ingestion, backfill, crash safety,
-//! faults, TLS and the `extract` command, against real Postgres (primary and streaming
-//! replica) and Redis from the test kit, fed by the RPC simulator replaying the recorded
-//! ledgers. One binary means one link step for the whole suite.
+//! faults, group commit, TLS and the `extract` command, against real Postgres (primary
+//! and streaming replica) and Redis from the test kit, fed by the RPC simulator replaying
+//! the recorded ledgers. One binary means one link step for the whole suite.
 
 mod backfill;
 mod crash_safety;
 mod extract_command;
 mod failures;
 mod faults;
+mod group_commit;
 mod health;
 mod live_ingestion;
 mod lock_fencing;
