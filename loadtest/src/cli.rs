@@ -105,6 +105,13 @@ pub struct SimnetArgs {
     /// Seed of the fault injection's random choices.
     #[arg(long, default_value_t = 0x5EED)]
     pub seed: u64,
+    /// Serve HTTPS with this certificate chain (PEM, the server's certificate first);
+    /// needs `--tls-key`.
+    #[arg(long, env = "SIMNET_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "SIMNET_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The synthetic chain commands.
@@ -402,6 +409,9 @@ fn run_simnet(args: SimnetArgs) -> anyhow::Result<()> {
     config.faults = faults;
     config.listen = args.listen;
     config.seed = args.seed;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        config.tls = Some(crate::simnet::SimnetTls::from_files(cert, key)?);
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -100,7 +100,10 @@ pub struct RunArgs {
     pub database: DatabaseArgs,
     #[command(flatten)]
     pub network: NetworkArgs,
-    /// Stellar RPC endpoint.
+    /// Stellar RPC endpoint, `http://` or `https://`. An `https` RPC's certificate is
+    /// verified against the system's CA bundle, or only against the PEM certificates
+    /// named by the `SSL_CERT_FILE` / `SSL_CERT_DIR` environment variables when set (to
+    /// trust a private CA).
     #[arg(long, env = "STELLAR_RPC_URL")]
     pub rpc_url: String,
     /// Where a first run starts: `latest`, `oldest` or a ledger sequence (ignored once the

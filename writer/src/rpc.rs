@@ -1,6 +1,7 @@
 //! The writer's JSON-RPC client for Stellar RPC: `getHealth`, `getNetwork` and
 //! `getLedgers`, one HTTP POST per call (hyper, with rustls and the platform's trust store
-//! for `https` URLs).
+//! for `https` URLs: on Linux the system's CA bundle, or only the PEM file named by
+//! `SSL_CERT_FILE` / the directories in `SSL_CERT_DIR` when set).
 //!
 //! Why not `stellar-rpc-client`'s own client: it is built on jsonrpsee with the library's
 //! 10 MiB response cap and no way to change it, and a page of pubnet ledgers (1-3 MB of
@@ -14,7 +15,8 @@
 //!   (refused before reading when its `Content-Length` says so), and is reported as
 //!   [`RpcError::TooLarge`], distinct from transport faults, so the caller asks for a
 //!   smaller page instead of repeating the same request forever; HTTP 413 counts the same;
-//! - a JSON-RPC error object is [`RpcError::Call`] with its code and message;
+//! - a JSON-RPC error object is [`RpcError::Call`] with its code and message; a
+//!   transport failure says why, with its causes (a refused certificate is named);
 //! - `getLedgers` answers are read into a buffer the caller keeps and reuses, and parsed
 //!   once, by [`ledgers_page`], into [`LedgersPage`], whose strings borrow from that
 //!   buffer. `getHealth` and `getNetwork` answers are small and use `stellar-rpc-client`'s
@@ -108,6 +110,24 @@ fn http_client() -> Result<HttpClient, RpcError> {
         .enable_http1()
         .wrap_connector(tcp);
     Ok(Client::builder(TokioExecutor::new()).build(connector))
+}
+
+/// An error and its causes, outermost first. hyper's own text ("client error
+/// (Connect)") does not say why; its causes do (a refused connection, a certificate the
+/// trust store does not accept, ...).
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let inner_text = inner.to_string();
+        // Some errors repeat their cause's text in their own.
+        if !text.contains(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        cause = inner.source();
+    }
+    text
 }
 
 /// A JSON-RPC 2.0 request.
@@ -285,7 +305,7 @@ impl RpcClient {
             .http
             .request(request)
             .await
-            .map_err(|e| RpcError::Transport(format!("{e:#}")))?;
+            .map_err(|e| RpcError::Transport(with_causes(&e)))?;
         let status = response.status();
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             return Err(self.too_large());
@@ -360,6 +380,44 @@ impl RpcClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transport_errors_name_their_causes_once() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("client error (Connect)")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let refused = Outer(std::io::Error::other(
+            "invalid peer certificate: UnknownIssuer",
+        ));
+        assert_eq!(
+            with_causes(&refused),
+            "client error (Connect): invalid peer certificate: UnknownIssuer"
+        );
+        // A cause already in the text is not repeated.
+        #[derive(Debug)]
+        struct Repeating(std::io::Error);
+        impl std::fmt::Display for Repeating {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "connecting: {}", self.0)
+            }
+        }
+        impl std::error::Error for Repeating {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let repeating = Repeating(std::io::Error::other("connection refused"));
+        assert_eq!(with_causes(&repeating), "connecting: connection refused");
+    }
 
     #[test]
     fn endpoints_are_http_or_https_urls_with_a_host() {

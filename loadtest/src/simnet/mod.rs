@@ -17,6 +17,9 @@
 //!
 //! Every other POST, on any path, is JSON-RPC.
 //!
+//! It serves plain HTTP, or HTTPS with a certificate and key given in
+//! [`SimnetConfig::tls`] ([`tls`]): clients see the same API either way.
+//!
 //! The recorded ledgers can be continued (or replaced) by synthetic ones
 //! ([`continuation`]), for load tests that need a long chain.
 
@@ -25,6 +28,7 @@ pub mod continuation;
 pub mod replica;
 pub mod rpc;
 mod state;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,6 +48,7 @@ use tokio::task::JoinHandle;
 pub use chain::{load_chain, rechain, recorded_fixture_chain, ChainError};
 pub use continuation::{recorded_then_synthetic, synthetic_chain, SyntheticTail};
 pub use replica::{pubnet_replica_chain, replicate};
+pub use tls::SimnetTls;
 
 use state::{ServedLedger, State};
 
@@ -131,11 +136,13 @@ pub struct SimnetConfig {
     pub listen: SocketAddr,
     /// Seed of the fault injection's random choices.
     pub seed: u64,
+    /// Serve HTTPS with this certificate instead of plain HTTP.
+    pub tls: Option<SimnetTls>,
 }
 
 impl SimnetConfig {
     /// Defaults: pubnet passphrase, 1 ledger closed, no automatic closing, no faults,
-    /// `127.0.0.1:0`.
+    /// `127.0.0.1:0`, plain HTTP.
     pub fn new(chain: Vec<LedgerCloseMeta>) -> Self {
         Self {
             chain,
@@ -145,6 +152,7 @@ impl SimnetConfig {
             faults: Faults::default(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             seed: 0x5EED,
+            tls: None,
         }
     }
 }
@@ -154,6 +162,7 @@ impl SimnetConfig {
 pub struct Simnet {
     state: Arc<State>,
     addr: SocketAddr,
+    https: bool,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<std::io::Result<()>>>,
     closer: Option<JoinHandle<()>>,
@@ -163,6 +172,7 @@ impl std::fmt::Debug for Simnet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Simnet")
             .field("addr", &self.addr)
+            .field("https", &self.https)
             .field("latest", &self.latest())
             .field("oldest", &self.oldest())
             .field("total", &self.total())
@@ -197,6 +207,7 @@ impl Simnet {
             faults,
             listen,
             seed,
+            tls,
         } = config;
         let ledgers = tokio::task::spawn_blocking(move || {
             chain
@@ -234,13 +245,25 @@ impl Simnet {
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let app = router(Arc::clone(&state));
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
+        let https = tls.is_some();
+        let stopped = async move {
+            let _ = stopped.await;
+        };
+        let server = match &tls {
+            None => tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+            }),
+            Some(identity) => {
+                let listener = tls::TlsListener::new(listener, identity);
+                tokio::spawn(async move {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(stopped)
+                        .await
                 })
-                .await
-        });
+            }
+        };
         let closer = close_interval.filter(|d| !d.is_zero()).map(|interval| {
             let state = Arc::clone(&state);
             tokio::spawn(async move {
@@ -258,6 +281,7 @@ impl Simnet {
         });
         tracing::info!(
             %addr,
+            https,
             first,
             last = u64::from(first) + total as u64 - 1,
             closed = state.window().latest + 1,
@@ -266,6 +290,7 @@ impl Simnet {
         Ok(Simnet {
             state,
             addr,
+            https,
             stop: Some(stop),
             server: Some(server),
             closer,
@@ -277,9 +302,10 @@ impl Simnet {
         self.addr
     }
 
-    /// The base URL, `http://127.0.0.1:PORT`.
+    /// The base URL, `http://127.0.0.1:PORT` (`https://` when serving TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Closes one more ledger now; returns its sequence, or `None` if all were closed.
@@ -295,6 +321,12 @@ impl Simnet {
     /// Sequence of the oldest ledger served (moves with retention).
     pub fn oldest(&self) -> u32 {
         self.state.ledger(self.state.window().oldest).sequence
+    }
+
+    /// The newest ledger put in a `getLedgers` answer so far (`None` before the
+    /// first): how far a client has fetched, whatever it has done with the ledgers since.
+    pub fn served(&self) -> Option<u32> {
+        self.state.served()
     }
 
     /// Number of ledgers in the chain, closed or not.

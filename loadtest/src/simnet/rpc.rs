@@ -437,6 +437,9 @@ fn get_ledgers(state: &State, params: &Value) -> Result<Vec<u8>, RpcError> {
             }
         })
         .collect();
+    if let Some(last) = ledgers.last() {
+        state.note_served(last.sequence);
+    }
     let cursor = match ledgers.last() {
         Some(last) => last.sequence.to_string(),
         None if !cursor.is_empty() => cursor.to_owned(),

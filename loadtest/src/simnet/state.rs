@@ -1,11 +1,12 @@
 //! The simulated chain's state: the ledgers in the encodings the RPC serves, how many of
-//! them are closed so far, and the fault knobs.
+//! them are closed so far, the fault knobs, and the newest ledger a `getLedgers` answer
+//! has held (how far clients have fetched).
 //!
 //! Every ledger is encoded once at start-up (base64 header, header entry and meta, hex
 //! hash), so that requests only copy strings: the simulator must not be the bottleneck of
 //! a load test. The decoded `LedgerCloseMeta` is dropped after encoding.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{PoisonError, RwLock};
 
 use base64::Engine as _;
@@ -65,6 +66,8 @@ pub(crate) struct State {
     rng: AtomicU64,
     /// Injected request failures so far, to alternate between their two kinds.
     failures: AtomicU64,
+    /// The newest ledger put in a `getLedgers` answer so far (0: none yet).
+    served: AtomicU32,
 }
 
 /// A closed range of served ledgers, as indices into [`State::ledgers`].
@@ -90,6 +93,7 @@ impl State {
             faults: RwLock::new(faults.sanitized()),
             rng: AtomicU64::new(seed),
             failures: AtomicU64::new(0),
+            served: AtomicU32::new(0),
         }
     }
 
@@ -166,6 +170,16 @@ impl State {
         z ^= z >> 31;
         let unit = (z >> 11) as f64 / (1u64 << 53) as f64;
         unit < rate
+    }
+
+    /// Records that a `getLedgers` answer holds ledgers up to `sequence`.
+    pub(crate) fn note_served(&self, sequence: u32) {
+        self.served.fetch_max(sequence, Ordering::AcqRel);
+    }
+
+    /// The newest ledger put in a `getLedgers` answer, if any.
+    pub(crate) fn served(&self) -> Option<u32> {
+        Some(self.served.load(Ordering::Acquire)).filter(|s| *s > 0)
     }
 
     /// Counts an injected failure; returns its ordinal (0, 1, 2, ...).

@@ -3,7 +3,8 @@
 //! [`TestCa`] generates (rcgen, at test time: no key is ever committed) a CA and one
 //! server certificate signed by it that names `localhost` only, so a client verifying
 //! host names must connect to `localhost`, and one connecting to `127.0.0.1` with host
-//! name verification is refused (which tests use to see the check happen). The CA's
+//! name verification is refused (which tests use to see the check happen);
+//! [`TestCa::for_names`] names others instead (an IP address as an IP address). The CA's
 //! certificate is `ca.pem` in a fresh `/tmp/testkit-ca-*` directory, deleted on drop.
 //!
 //! What must hold: private keys are written with mode 0600 and, for a server that runs
@@ -23,7 +24,8 @@ use rcgen::{
 
 use super::{temp_dir, TestkitError};
 
-/// A test CA and a server certificate for `localhost` signed by it.
+/// A test CA and a server certificate signed by it, for `localhost` unless other names
+/// were given.
 #[derive(Debug)]
 pub struct TestCa {
     ca_file: PathBuf,
@@ -43,6 +45,17 @@ pub(crate) struct ServerFiles {
 impl TestCa {
     /// Generates a CA and a `localhost` server certificate.
     pub fn new() -> Result<Self, TestkitError> {
+        Self::for_names(&["localhost"])
+    }
+
+    /// Generates a CA and a server certificate for `names` (host names, or IP addresses
+    /// such as `127.0.0.1`); the first is also its common name.
+    pub fn for_names(names: &[&str]) -> Result<Self, TestkitError> {
+        let Some(common_name) = names.first() else {
+            return Err(TestkitError::Usage(
+                "a server certificate needs at least one name".into(),
+            ));
+        };
         let failed = |what: &str, e: rcgen::Error| {
             TestkitError::Usage(format!("generating the test {what}: {e}"))
         };
@@ -69,11 +82,12 @@ impl TestCa {
         let issuer = Issuer::new(ca_params, ca_key);
 
         let server_key = KeyPair::generate().map_err(|e| failed("server key", e))?;
-        let mut server_params = CertificateParams::new(vec!["localhost".to_owned()])
-            .map_err(|e| failed("server certificate", e))?;
+        let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+        let mut server_params =
+            CertificateParams::new(names).map_err(|e| failed("server certificate", e))?;
         server_params
             .distinguished_name
-            .push(DnType::CommonName, "localhost");
+            .push(DnType::CommonName, *common_name);
         server_params.is_ca = IsCa::NoCa;
         server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         server_params.key_usages = vec![
@@ -98,6 +112,16 @@ impl TestCa {
     /// The CA certificate (PEM): what a client trusts.
     pub fn ca_file(&self) -> &Path {
         &self.ca_file
+    }
+
+    /// The server certificate (PEM), for a server started in this process.
+    pub fn server_cert_pem(&self) -> &str {
+        &self.server_cert_pem
+    }
+
+    /// The server certificate's private key (PEM).
+    pub fn server_key_pem(&self) -> &str {
+        &self.server_key_pem
     }
 
     /// The directory holding the CA file (deleted on drop).

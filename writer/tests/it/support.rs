@@ -1,5 +1,6 @@
 //! Shared by the writer's integration tests: the recorded ledgers as one chain, the RPC
-//! simulator serving it, writers in-process or as real processes, and a canonical dump
+//! simulator serving it, writers in-process or as real processes (reaped on drop with
+//! [`Reaped`]), and a canonical dump
 //! of the database to compare runs.
 
 use std::path::PathBuf;
@@ -131,16 +132,35 @@ impl InProcessWriter {
     }
 }
 
-/// A writer as a real process (for kill -9 and signals).
-pub fn spawn_writer(database_url: &str, rpc_url: &str, health: &str, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_writer"))
+/// The `writer run` process command, output discarded: add to it (environment, a file
+/// for stderr) and spawn.
+pub fn writer_command(database_url: &str, rpc_url: &str, health: &str, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_writer"));
+    command
         .args(run_argv(database_url, rpc_url, health, extra))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         // Never read: a piped stderr could fill up and block the writer.
-        .stderr(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+/// A writer as a real process (for kill -9 and signals).
+pub fn spawn_writer(database_url: &str, rpc_url: &str, health: &str, extra: &[&str]) -> Child {
+    writer_command(database_url, rpc_url, health, extra)
         .spawn()
         .expect("writer starts")
+}
+
+/// A child process killed and reaped when dropped, so a failing test leaves none behind.
+#[derive(Debug)]
+pub struct Reaped(pub Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A connection as the writer makes them (the URL's `sslmode` and `sslrootcert` apply).
