@@ -208,9 +208,10 @@ async fn call(
     let mut invocation = script.prepare_invoke();
     invocation.arg(clients.len());
     for (id, limits) in &clients {
+        let (rate_key, quota_key) = super::client_keys(prefix, id);
         invocation
-            .key(format!("{prefix}{{{id}}}:rate"))
-            .key(format!("{prefix}{{{id}}}:quota"))
+            .key(rate_key)
+            .key(quota_key)
             .arg(limits.period_us)
             .arg(limits.tolerance_us)
             .arg(limits.window_us)

@@ -98,6 +98,15 @@ impl std::fmt::Debug for RateLimiter {
     }
 }
 
+/// The GCRA and quota keys, under `prefix`, of the client with Redis id `id`; the
+/// braces are the Cluster hash tag that puts both in one slot.
+fn client_keys(prefix: &str, id: &str) -> (String, String) {
+    (
+        format!("{prefix}{{{id}}}:rate"),
+        format!("{prefix}{{{id}}}:quota"),
+    )
+}
+
 /// How a key is stored: never the key itself.
 fn key_id(key: &str) -> String {
     hex::encode(&Sha256::digest(key.as_bytes())[..10])
@@ -242,10 +251,7 @@ impl RateLimiter {
 
     /// The GCRA and quota keys of the client with Redis id `id`.
     fn keys_of(&self, id: &str) -> (String, String) {
-        (
-            format!("{}{{{id}}}:rate", self.config.prefix),
-            format!("{}{{{id}}}:quota", self.config.prefix),
-        )
+        client_keys(&self.config.prefix, id)
     }
 
     fn now_ms(&self) -> u64 {

@@ -10,8 +10,8 @@
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    connect, cursor, extracted, fixture_chain, free_port, get_text, simnet, spawn_writer,
-    wait_for_cursor, Reaped,
+    connect, cursor, cursor_row, extracted, fixture_chain, free_port, get_text, payment_ids,
+    simnet, spawn_writer, stored_payment_ids, wait_for_cursor, Reaped,
 };
 use shared::testkit::PostgresCluster;
 
@@ -143,28 +143,15 @@ async fn pages_waiting_behind_a_slow_commit_are_committed_as_one_batch() {
         assert_eq!(row.get::<_, Vec<u8>>(1), ledger.ledger.hash.to_vec());
         assert_eq!(row.get::<_, i32>(2) as usize, ledger.payments.len());
     }
-    let want: Vec<i64> = expected
-        .iter()
-        .flat_map(|l| l.payments.iter().map(|p| p.id.to_i64()))
-        .collect();
-    let got: Vec<i64> = db
-        .query("SELECT id FROM payments ORDER BY id", &[])
-        .await
-        .expect("payments")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(got, want, "every payment once");
-    let row = db
-        .query_one(
-            "SELECT last_ledger, last_ledger_hash FROM ingest_cursor",
-            &[],
-        )
-        .await
-        .expect("cursor");
-    assert_eq!(row.get::<_, i32>(0) as u32, last);
     assert_eq!(
-        row.get::<_, Vec<u8>>(1),
+        stored_payment_ids(&db).await,
+        payment_ids(&expected),
+        "every payment once"
+    );
+    let (cursor_ledger, cursor_hash) = cursor_row(&db).await;
+    assert_eq!(cursor_ledger, last);
+    assert_eq!(
+        cursor_hash,
         expected[expected.len() - 1].ledger.hash.to_vec()
     );
     sim.shutdown().await;

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use crate::support::{
-    connect, cursor, extracted, fixture_chain, free_port, get_json, get_text, run_args, simnet,
-    spawn_writer, wait_for_cursor, InProcessWriter,
+    connect, cursor, cursor_row, extracted, fixture_chain, free_port, get_json, get_text, run_args,
+    simnet, spawn_writer, wait_for_cursor, InProcessWriter,
 };
 use shared::testkit::{PostgresCluster, RedisServer};
 
@@ -210,16 +210,10 @@ async fn ingests_the_chain_exactly_and_the_replica_sees_each_tip() {
         .collect();
     assert_eq!(got, want);
     // The cursor stands at the last ledger, with its hash.
-    let row = db
-        .query_one(
-            "SELECT last_ledger, last_ledger_hash FROM ingest_cursor",
-            &[],
-        )
-        .await
-        .expect("cursor");
-    assert_eq!(row.get::<_, i32>(0) as u32, last);
+    let (cursor_ledger, cursor_hash) = cursor_row(&db).await;
+    assert_eq!(cursor_ledger, last);
     assert_eq!(
-        row.get::<_, Vec<u8>>(1),
+        cursor_hash,
         expected[expected.len() - 1].ledger.hash.to_vec()
     );
 

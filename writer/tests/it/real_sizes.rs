@@ -11,7 +11,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::support::{connect, extracted, fixtures, run_args, simnet, InProcessWriter};
+use crate::support::{
+    connect, extracted, fixtures, payment_ids, run_args, simnet, stored_payment_ids,
+    InProcessWriter,
+};
 use loadtest::simnet::{pubnet_replica_chain, rechain, synthetic_chain, SyntheticTail};
 use shared::testkit::PostgresCluster;
 use shared::Network;
@@ -66,17 +69,8 @@ async fn catch_up_over_pubnet_sized_ledgers_stores_every_payment_once() {
     let large = &expected[SMALL as usize..];
     assert!(large.iter().all(|l| l.stats.transactions == 541));
     // Every payment exactly once: the stored ids are the extracted ids, no more.
-    let want: Vec<i64> = expected
-        .iter()
-        .flat_map(|l| l.payments.iter().map(|p| p.id.to_i64()))
-        .collect();
-    let got: Vec<i64> = db
-        .query("SELECT id FROM payments ORDER BY id", &[])
-        .await
-        .expect("payments")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let want = payment_ids(&expected);
+    let got = stored_payment_ids(&db).await;
     assert_eq!(got.len(), want.len(), "payments stored");
     assert_eq!(got, want);
     // Every transaction once, under its fresh hash.

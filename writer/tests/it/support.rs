@@ -174,6 +174,36 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// The payment ids of `ledgers` in order: what storing them must leave in `payments`.
+pub fn payment_ids(ledgers: &[LedgerPayments]) -> Vec<i64> {
+    ledgers
+        .iter()
+        .flat_map(|l| l.payments.iter().map(|p| p.id.to_i64()))
+        .collect()
+}
+
+/// The stored payment ids in order.
+pub async fn stored_payment_ids(db: &tokio_postgres::Client) -> Vec<i64> {
+    db.query("SELECT id FROM payments ORDER BY id", &[])
+        .await
+        .expect("payments")
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// The cursor's ledger and hash (the cursor must exist).
+pub async fn cursor_row(db: &tokio_postgres::Client) -> (u32, Vec<u8>) {
+    let row = db
+        .query_one(
+            "SELECT last_ledger, last_ledger_hash FROM ingest_cursor",
+            &[],
+        )
+        .await
+        .expect("cursor");
+    (row.get::<_, i32>(0) as u32, row.get(1))
+}
+
 /// The cursor's ledger, if any.
 pub async fn cursor(url: &str) -> Option<u32> {
     let client = connect(url).await;
