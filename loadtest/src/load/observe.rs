@@ -170,15 +170,14 @@ impl Observer {
         .await
         .unwrap_or_default();
         let now = std::time::Instant::now();
-        if let Some((then, _)) = &self.last {
+        if let Some((then, before)) = &self.last {
+            let wall = now.duration_since(*then);
             // Ticks are 10 ms: over less than half a second a share would be mostly
             // rounding. The next sample measures from the same start instead.
-            if now.duration_since(*then) < MIN_CPU_INTERVAL {
+            if wall < MIN_CPU_INTERVAL {
                 return observation;
             }
-        }
-        if let Some((then, before)) = &self.last {
-            let wall = now.duration_since(*then).as_secs_f64().max(1e-3);
+            let wall = wall.as_secs_f64();
             for (name, t) in &ticks {
                 let delta = t.saturating_sub(before.get(name).copied().unwrap_or(*t));
                 observation
