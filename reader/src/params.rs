@@ -1,6 +1,6 @@
 //! Request parameters: parsed, validated and normalised. A normalised request is the
-//! cache key's second half and the input of every query, so two spellings of the same
-//! request share one cache entry, and every bad value is a 400 naming its field.
+//! input of every query and of the page's ETag, so two spellings of the same request
+//! get the same page under the same tag, and every bad value is a 400 naming its field.
 //!
 //! What must hold: this module and the OpenAPI document (`openapi.rs`, built from the
 //! patterns and bounds below) accept exactly the same values. Every value the document's

@@ -500,7 +500,7 @@ impl Sources {
             if skip.iter().any(|n| *n == s.name) {
                 continue;
             }
-            let Some((view, _)) = self.usable(&s.health(), newest) else {
+            let Some((view, _)) = self.usable(&s.health.load(), newest) else {
                 continue;
             };
             match s.role {
@@ -567,15 +567,27 @@ impl Sources {
     /// or is busy (see [`Source::failed`]: only a dead source is marked down), runs it
     /// again on another, until one answers or none is left (then the 503 `choose`
     /// gives). Any other error ends the read as the error's own problem.
-    pub async fn read<T, E, F, Fut>(&self, mut attempt: F) -> Result<T, Problem>
+    pub async fn read<T, E, F, Fut>(&self, attempt: F) -> Result<T, Problem>
+    where
+        E: ReadFailure,
+        F: FnMut(Chosen) -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        self.read_from(self.choose(&[])?, attempt).await
+    }
+
+    /// [`Sources::read`] starting at `first`, a source the caller already chose for
+    /// this request (so a request that looked in the cache first does not advance the
+    /// round-robin twice and always land its queries on the same replica).
+    pub async fn read_from<T, E, F, Fut>(&self, first: Chosen, mut attempt: F) -> Result<T, Problem>
     where
         E: ReadFailure,
         F: FnMut(Chosen) -> Fut,
         Fut: std::future::Future<Output = Result<T, E>>,
     {
         let mut failed: Vec<String> = Vec::new();
+        let mut chosen = first;
         loop {
-            let chosen = self.choose(&failed)?;
             let source = chosen.source.clone();
             match attempt(chosen).await {
                 Ok(value) => return Ok(value),
@@ -586,6 +598,7 @@ impl Sources {
                             .increment(1);
                         source.failed(e);
                         failed.push(source.name.clone());
+                        chosen = self.choose(&failed)?;
                     }
                     None => return Err(error.into_problem()),
                 },

@@ -9,13 +9,11 @@
 //! never re-anchors at the tip; `If-None-Match: *` never answers 304 for a ledger or
 //! transaction that does not exist.
 
-use std::borrow::Cow;
-use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::HeaderMap;
+use axum::http::request::Parts;
 use axum::response::Response;
 use bytes::Bytes;
 use shared::horizon::LinkBase;
@@ -48,8 +46,7 @@ pub async fn all_payments(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<Response, Problem> {
-    let (headers, query) = (request.headers(), query_pairs(request.uri().query()));
-    payments(state, Scope::All, &query, headers).await
+    payments(state, Subject::Parsed(Scope::All), &request.into_parts().0).await
 }
 
 /// GET /accounts/{account_id}/payments
@@ -66,9 +63,7 @@ pub async fn account_payments(
     PathParam(account): PathParam,
     request: Request,
 ) -> Result<Response, Problem> {
-    let (headers, query) = (request.headers(), query_pairs(request.uri().query()));
-    let scope = Scope::Account(params::parse_account(&account)?);
-    payments(state, scope, &query, headers).await
+    payments(state, Subject::Account(&account), &request.into_parts().0).await
 }
 
 /// GET /ledgers/{sequence}/payments
@@ -86,9 +81,8 @@ pub async fn ledger_payments(
     PathParam(sequence): PathParam,
     request: Request,
 ) -> Result<Response, Problem> {
-    let (headers, query) = (request.headers(), query_pairs(request.uri().query()));
     let scope = Scope::Ledger(params::parse_ledger(&sequence)?);
-    payments(state, scope, &query, headers).await
+    payments(state, Subject::Parsed(scope), &request.into_parts().0).await
 }
 
 /// GET /transactions/{hash}/payments
@@ -106,34 +100,106 @@ pub async fn transaction_payments(
     PathParam(hash): PathParam,
     request: Request,
 ) -> Result<Response, Problem> {
-    let (headers, query) = (request.headers(), query_pairs(request.uri().query()));
     let scope = Scope::Transaction(params::parse_hash(&hash.to_ascii_lowercase())?);
-    payments(state, scope, &query, headers).await
+    payments(state, Subject::Parsed(scope), &request.into_parts().0).await
+}
+
+/// What a payments route is about, as far as the cache needs to know before the rest
+/// of the request is parsed: an account's address is checked (a strkey's checksum) only
+/// when the page is not already cached.
+enum Subject<'a> {
+    /// A checked scope.
+    Parsed(Scope),
+    /// An account route's address, not yet checked.
+    Account(&'a str),
+}
+
+impl Subject<'_> {
+    /// Whether the page's key is tip-independent (as [`conditional::fixed_scope`]).
+    fn fixed_at(&self, tip: u32) -> bool {
+        match self {
+            Self::Parsed(scope) => conditional::fixed_scope(scope, tip),
+            Self::Account(_) => false,
+        }
+    }
+
+    fn route(&self) -> &'static str {
+        match self {
+            Self::Parsed(scope) => scope.route(),
+            Self::Account(_) => "/accounts/{account_id}/payments",
+        }
+    }
+
+    fn scope(self) -> Result<Scope, Problem> {
+        match self {
+            Self::Parsed(scope) => Ok(scope),
+            Self::Account(raw) => Ok(Scope::Account(params::parse_account(raw)?)),
+        }
+    }
+}
+
+/// The request as the cache sees it: where links point and the path and query as sent.
+struct Target<'a> {
+    base: LinkBase,
+    path_and_query: &'a str,
+}
+
+impl Target<'_> {
+    fn key(&self, fixed: bool, view: &crate::sources::View) -> String {
+        crate::cache::page_key(
+            fixed,
+            view.tip,
+            view.generation,
+            &self.base.0,
+            self.path_and_query,
+        )
+    }
 }
 
 async fn payments(
     state: AppState,
-    scope: Scope,
-    query: &[(Cow<'_, str>, Cow<'_, str>)],
-    headers: &HeaderMap,
+    subject: Subject<'_>,
+    request: &Parts,
 ) -> Result<Response, Problem> {
+    let headers = &request.headers;
     let streaming = wants_event_stream(headers);
+    let target = Target {
+        base: link_base(&state, headers),
+        path_and_query: request.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+    };
+    let condition = condition(headers);
+    let encoding = encoding(headers);
+    // A page this pod has rendered for exactly this request at the chosen source's data
+    // version: answered before the query is parsed. The read below starts at the same
+    // source.
+    let chosen = if streaming {
+        None
+    } else {
+        let chosen = state.sources.choose(&[])?;
+        let key = target.key(subject.fixed_at(chosen.view.tip), &chosen.view);
+        let (route, tip) = (subject.route(), chosen.view.tip);
+        if let Some(hit) = cached_response(&state, &key, route, tip, condition, encoding).await {
+            return Ok(hit);
+        }
+        Some(chosen)
+    };
+    let scope = subject.scope()?;
+    let query = query_pairs(request.uri.query());
     // The reconnection header of event streams; a plain GET ignores it, as Horizon does.
     let last_event_id = headers
         .get("last-event-id")
         .and_then(|h| h.to_str().ok())
         .filter(|_| streaming);
-    let request = PageRequest::parse(scope, query, last_event_id)?;
-    let base = link_base(&state, headers);
-    if streaming {
-        return Ok(stream::open(state, request, base).await);
-    }
-    let condition = condition(headers);
-    let encoding = encoding(headers);
-    let (state, request, base) = (&state, &request, &base);
+    let page_request = PageRequest::parse(scope, &query, last_event_id)?;
+    let Some(chosen) = chosen else {
+        return Ok(stream::open(state, page_request, target.base).await);
+    };
+    let (state, page_request, target) = (&state, &page_request, &target);
     state
         .sources
-        .read(|chosen| page_at(state, chosen, request, base, condition, encoding))
+        .read_from(chosen, |chosen| {
+            page_at(state, chosen, page_request, target, condition, encoding)
+        })
         .await
 }
 
@@ -143,14 +209,18 @@ async fn page_at(
     state: &AppState,
     chosen: Chosen,
     request: &PageRequest,
-    base: &LinkBase,
+    target: &Target<'_>,
     condition: Option<&str>,
     encoding: Encoding,
 ) -> Result<Response, StoreError> {
     let view = chosen.view;
     let tip = view.tip;
+    let base = &target.base;
+    // The key follows the request as sent: `cursor=now` names a different position at
+    // every tip, so its page is never kept under a tip-independent key.
+    let now = request.cursor == params::Cursor::Now;
     let resolved;
-    let request = if request.cursor == params::Cursor::Now {
+    let request = if now {
         let mut r = request.clone();
         r.resolve_now(tip);
         resolved = r;
@@ -162,23 +232,12 @@ async fn page_at(
     // A closed ledger's and a transaction's payments never change: neither their key
     // nor their tag depends on the tip.
     let fixed = conditional::fixed_scope(&request.scope, tip);
-    // The cache key, built in one buffer: `fixed|{base}|{normalized}`, or
-    // `{tip}.{generation}|{base}|{normalized}` for a page that follows the head.
-    let mut key = String::with_capacity(192);
-    if fixed {
-        key.push_str("fixed");
-    } else {
-        let _ = write!(key, "{tip}.{}", view.generation);
-    }
-    key.push('|');
-    key.push_str(&base.0);
-    key.push('|');
-    let normalized_at = key.len();
-    request.write_normalized(&mut key);
-    let normalized = &key[normalized_at..];
+    let key = target.key(fixed && !now, &view);
+    let mut normalized = String::with_capacity(160);
+    request.write_normalized(&mut normalized);
     let inputs = TagInputs {
         base: &base.0,
-        normalized,
+        normalized: &normalized,
         generation: view.generation,
         tip,
     };
@@ -271,7 +330,7 @@ async fn page_at(
         })
     })?;
     let rendered = Arc::new(Rendered::new(Bytes::from(body), tag, class));
-    state.cache.insert(key.clone(), rendered.clone()).await;
+    state.cache.insert(key, rendered.clone()).await;
     let matched = condition.is_some_and(|c| conditional::matches(c, &rendered.etag));
     Ok(rendered_response(
         state,

@@ -49,16 +49,28 @@ async fn cache_etags_and_cache_control() {
     );
     let body: Value = first.json().await.expect("json");
     let before = reader.db_queries();
+    let again = reader.get("/payments?order=desc&limit=5").await;
+    assert_eq!(header(&again, "etag").as_deref(), Some(etag.as_str()));
+    assert_eq!(again.json::<Value>().await.expect("json"), body);
+    assert_eq!(reader.db_queries(), before, "a cache hit reads nothing");
+    // Other spellings of the same request: the same page and the same ETag (tags are
+    // built from the normalised request); each spelling is its own cache entry (keys
+    // follow the request as sent), read once and then a hit.
     for spelling in [
-        "/payments?order=desc&limit=5",
         "/payments?limit=5&order=desc",
         "/payments?limit=5&order=desc&include_failed=false&unknown=1",
     ] {
+        for _ in 0..2 {
+            let again = reader.get(spelling).await;
+            assert_eq!(header(&again, "etag").as_deref(), Some(etag.as_str()));
+            assert_eq!(again.json::<Value>().await.expect("json"), body);
+        }
+        let after_first = reader.db_queries();
         let again = reader.get(spelling).await;
         assert_eq!(header(&again, "etag").as_deref(), Some(etag.as_str()));
-        assert_eq!(again.json::<Value>().await.expect("json"), body);
+        assert_eq!(reader.db_queries(), after_first, "{spelling}: a cache hit");
     }
-    assert_eq!(reader.db_queries(), before, "cache hits read nothing");
+    let before = reader.db_queries();
 
     // If-None-Match: 304 with the same ETag and Cache-Control, nothing read.
     let not_modified = reader
@@ -157,6 +169,11 @@ async fn cache_etags_and_cache_control() {
     let busy_tag = header(&busy_first, "etag").expect("etag");
     let busy_body: Value = busy_first.json().await.expect("json");
     let top_before = reader.json("/payments?order=desc&limit=1").await;
+    // A closed ledger's page from `cursor=now`: its scope is fixed, but `now` names
+    // a position at the tip, so its links must follow the tip (its cache key too).
+    let ledger_now = format!("/ledgers/{}/payments?cursor=now", tip - 2);
+    let now_before = reader.json(&ledger_now).await;
+    assert_eq!(reader.json(&ledger_now).await, now_before);
 
     // A new ledger lands.
     let new_tip = world.close_next().await;
@@ -176,6 +193,19 @@ async fn cache_etags_and_cache_control() {
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+
+    let now_after = reader.json(&ledger_now).await;
+    let next_cursor = |page: &Value| -> i64 {
+        let href = page["_links"]["next"]["href"].as_str().expect("next");
+        let cursor = href
+            .split(['?', '&'])
+            .find_map(|p| p.strip_prefix("cursor="));
+        cursor
+            .and_then(|c| c.parse().ok())
+            .expect("a numeric cursor")
+    };
+    assert_eq!(next_cursor(&now_before) >> 32, i64::from(tip));
+    assert_eq!(next_cursor(&now_after) >> 32, i64::from(new_tip));
 
     // The quiet account still answers 304 (one activity lookup, no payment rows).
     let reads = reader.db_queries();
