@@ -394,6 +394,12 @@ impl Stack {
             blue: Some(blue_writer),
             green: Some(green_writer),
         }));
+        // Until the stack owns them, a failed start (a reader that cannot start, no
+        // nginx) stops what was started instead of leaving it running.
+        let mut started = Started {
+            readers: Vec::new(),
+            writers: Some(writers.clone()),
+        };
 
         let replica_url = cluster.replica_url().unwrap_or_default();
         let public_url = format!("http://127.0.0.1:{}", args.edge_port);
@@ -417,9 +423,8 @@ impl Stack {
                 .with_context(|| format!("starting the reader on port {port}"))
         };
         let reader_ports: Vec<u16> = (0..4).map(|i| args.reader_port + i).collect();
-        let mut readers = Vec::new();
         for port in &reader_ports {
-            readers.push(spawn_reader(*port)?);
+            started.readers.push(spawn_reader(*port)?);
         }
         let reader_addresses: Vec<SocketAddr> = reader_ports
             .iter()
@@ -434,6 +439,8 @@ impl Stack {
             Edge::start_on(Some(edge_port), colours, Colour::Blue)
         })
         .await??;
+        let readers = std::mem::take(&mut started.readers);
+        started.writers = None;
         let edge_url = edge.url();
         let control = Control {
             edge: Arc::new(Mutex::new(edge)),
@@ -596,5 +603,25 @@ mod tests {
         wipe_data_dir(&data).expect("wipe");
         assert!(!data.join("postgres").exists());
         claim_data_dir(&data, "rpc testnet").expect("a wiped directory is claimed anew");
+    }
+}
+
+/// Processes a stack start has spawned and does not own yet: stopped when dropped.
+struct Started {
+    readers: Vec<Child>,
+    writers: Option<Arc<tokio::sync::Mutex<Writers>>>,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        for reader in &mut self.readers {
+            let _ = reader.kill();
+            let _ = reader.wait();
+        }
+        if let Some(writers) = self.writers.take() {
+            if let Ok(mut writers) = writers.try_lock() {
+                writers.stop_all();
+            }
+        }
     }
 }
