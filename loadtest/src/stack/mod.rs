@@ -587,25 +587,6 @@ pub async fn run(args: &StackArgs) -> anyhow::Result<()> {
     stack.stop().await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_data_directory_keeps_to_its_source_until_wiped() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let data = dir.path().join("data");
-        claim_data_dir(&data, "simulator pubnet").expect("a new directory is claimed");
-        claim_data_dir(&data, "simulator pubnet").expect("the same source again");
-        let refused = claim_data_dir(&data, "rpc testnet").expect_err("another source");
-        assert!(refused.to_string().contains("--fresh"), "{refused}");
-        std::fs::create_dir_all(data.join("postgres/primary")).expect("mkdir");
-        wipe_data_dir(&data).expect("wipe");
-        assert!(!data.join("postgres").exists());
-        claim_data_dir(&data, "rpc testnet").expect("a wiped directory is claimed anew");
-    }
-}
-
 /// Processes a stack start has spawned and does not own yet: stopped when dropped.
 struct Started {
     readers: Vec<Child>,
@@ -623,5 +604,24 @@ impl Drop for Started {
                 writers.stop_all();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_directory_keeps_to_its_source_until_wiped() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        claim_data_dir(&data, "simulator pubnet").expect("a new directory is claimed");
+        claim_data_dir(&data, "simulator pubnet").expect("the same source again");
+        let refused = claim_data_dir(&data, "rpc testnet").expect_err("another source");
+        assert!(refused.to_string().contains("--fresh"), "{refused}");
+        std::fs::create_dir_all(data.join("postgres/primary")).expect("mkdir");
+        wipe_data_dir(&data).expect("wipe");
+        assert!(!data.join("postgres").exists());
+        claim_data_dir(&data, "rpc testnet").expect("a wiped directory is claimed anew");
     }
 }
