@@ -18,6 +18,8 @@ use time::OffsetDateTime;
 
 use crate::problem::Problem;
 
+/// The account payments route (its metrics label and Cache-Control policy key).
+pub const ACCOUNT_ROUTE: &str = "/accounts/{account_id}/payments";
 /// The largest page, as in Horizon.
 pub const MAX_LIMIT: u32 = 200;
 /// The page size when none is asked for.
@@ -73,7 +75,7 @@ impl Scope {
     pub fn route(&self) -> &'static str {
         match self {
             Self::All => "/payments",
-            Self::Account(_) => "/accounts/{account_id}/payments",
+            Self::Account(_) => ACCOUNT_ROUTE,
             Self::Ledger(_) => "/ledgers/{sequence}/payments",
             Self::Transaction(_) => "/transactions/{hash}/payments",
         }

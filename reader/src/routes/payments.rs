@@ -126,7 +126,7 @@ impl Subject<'_> {
     fn route(&self) -> &'static str {
         match self {
             Self::Parsed(scope) => scope.route(),
-            Self::Account(_) => "/accounts/{account_id}/payments",
+            Self::Account(_) => params::ACCOUNT_ROUTE,
         }
     }
 
