@@ -111,10 +111,10 @@ FROM (SELECT t, $first + t / 50 AS ledger,
 JOIN ledgers l ON l.sequence = x.ledger
 JOIN accounts a ON a.id = scale_pick(x.t, 3266489917) + 1;
 INSERT INTO payments (id, transaction_id, ledger_sequence, closed_at, type, successful,
-    source_account, destination, asset, amount)
+    source_account, destination, asset, amount, transaction_hash)
 SELECT x.id, x.id - x.op, x.ledger, l.closed_at, 1, scale_ok(x.i / 4), s.address, d.address,
     CASE WHEN x.i % 5 = 0 THEN (SELECT asset FROM assets WHERE id = 2) ELSE 'native' END,
-    10000000 + x.i % 1000
+    10000000 + x.i % 1000, sha256(int8send(x.id - x.op))
 FROM (SELECT i, i % 4 + 1 AS op, $first + i / 200 AS ledger,
              (($first + i / 200)::bigint << 32) | ((i % 200 / 4 + 1) << 12) | (i % 4 + 1) AS id
       FROM generate_series(0::bigint, $payments - 1) i) x

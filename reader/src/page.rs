@@ -5,15 +5,15 @@
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
 use shared::horizon::{Link, LinkBase, PaymentResource};
-use shared::payment::PaymentRecord;
 
 use crate::params::PageRequest;
+use crate::records::StoredPayment;
 
 /// One page of payment records, ready to serialise.
 #[derive(Debug)]
 pub struct Page<'a> {
     links: PageLinks,
-    records: &'a [PaymentRecord],
+    records: &'a [StoredPayment],
     base: &'a LinkBase,
     join_transactions: bool,
 }
@@ -28,7 +28,7 @@ struct PageLinks {
 
 /// The records of a page, serialised one resource after another.
 struct Records<'a> {
-    records: &'a [PaymentRecord],
+    records: &'a [StoredPayment],
     base: &'a LinkBase,
     join_transactions: bool,
 }
@@ -70,7 +70,7 @@ impl Serialize for Page<'_> {
 /// `prev` goes back from the first one in the other order; an empty page keeps its cursor.
 pub fn render<'a>(
     request: &PageRequest,
-    records: &'a [PaymentRecord],
+    records: &'a [StoredPayment],
     base: &'a LinkBase,
 ) -> Page<'a> {
     let path = request.scope.path();

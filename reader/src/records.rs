@@ -5,6 +5,11 @@
 //! uncached page's CPU): what must hold is that `PAYMENT_COLUMNS` and
 //! `TRANSACTION_COLUMNS` list the columns in the order of the `P_*` and `T_*` indices
 //! below (the unit test checks the names).
+//!
+//! A record carries its transaction whole only when the page embeds transactions
+//! (`join=transactions`, one `transactions_pkey` probe per record); otherwise it carries
+//! the summary a payment resource shows (hash, outcome, close time), read from the
+//! payment's own row (`PAYMENT_SUMMARY_COLUMNS`).
 
 use std::sync::Arc;
 
@@ -12,6 +17,7 @@ use shared::address::{AccountId, MuxedAccountId};
 use shared::asset::Asset;
 use shared::payment::{
     PathPaymentStrictness, PaymentKind, PaymentRecord, PaymentType, TransactionContext,
+    TransactionRef, TransactionSummary,
 };
 use shared::stored::{decode_memo, InvokeDetails};
 use shared::toid::Toid;
@@ -33,7 +39,7 @@ pub struct CorruptRow {
 /// `transaction_from_row` reads them.
 macro_rules! transaction_columns {
     () => {
-        "t.id AS tx_id, t.hash, t.ledger_sequence, extract(epoch FROM t.closed_at)::bigint AS closed_unix, \
+        "t.id AS tx_id, t.hash, t.ledger_sequence, t.closed_at, \
     t.successful, t.source_account AS tx_source, t.source_muxed_id AS tx_source_muxed, \
     t.source_sequence, t.fee_account, t.fee_muxed_id, t.inner_hash, t.fee_charged, t.max_fee, \
     t.operation_count, t.memo_type, t.memo, t.min_time, t.max_time"
@@ -44,13 +50,41 @@ macro_rules! transaction_columns {
 /// [`transaction_from_row`] reads them.
 pub const TRANSACTION_COLUMNS: &str = transaction_columns!();
 
-/// The columns every page query selects, in the order `payment_from_row` reads them.
-pub const PAYMENT_COLUMNS: &str = concat!(
-    "p.id, p.type, p.source_account, p.source_muxed_id, \
+/// The payment's own columns, the first `P_TX` of both column lists.
+macro_rules! payment_columns {
+    () => {
+        "p.id, p.type, p.source_account, p.source_muxed_id, \
     p.destination, p.destination_muxed_id, p.asset, p.amount, p.source_asset, \
-    p.source_amount, p.amount_limit, p.path, p.details, ",
-    transaction_columns!()
+    p.source_amount, p.amount_limit, p.path, p.details, "
+    };
+}
+
+/// The columns of a query joined to `transactions t`, in the order `payment_from_row`
+/// reads them: the payment, then its whole transaction.
+pub const PAYMENT_COLUMNS: &str = concat!(payment_columns!(), transaction_columns!());
+
+/// The columns of a query over `payments p` alone, in the order `payment_from_row` reads
+/// them: the payment, then its transaction's summary. A row written before the hash was
+/// kept in `payments` (migration V6) and not filled yet takes it from `transactions`:
+/// `COALESCE` runs that probe only for such a row.
+pub const PAYMENT_SUMMARY_COLUMNS: &str = concat!(
+    payment_columns!(),
+    "COALESCE(p.transaction_hash, \
+    (SELECT h.hash FROM transactions h WHERE h.id = p.transaction_id)) AS transaction_hash, \
+    p.successful, p.closed_at"
 );
+
+/// A record as the reader reads it back: its transaction whole or summarised.
+pub type StoredPayment = PaymentRecord<TransactionRef>;
+
+/// Which transaction columns a row carries after the payment's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransactionColumns {
+    /// `TRANSACTION_COLUMNS` (`PAYMENT_COLUMNS`).
+    Whole,
+    /// Hash, outcome and close time (`PAYMENT_SUMMARY_COLUMNS`).
+    Summary,
+}
 
 // Positions in `PAYMENT_COLUMNS`; its transaction columns follow from `P_TX` on.
 const P_ID: usize = 0;
@@ -86,6 +120,10 @@ const T_MEMO_TYPE: usize = 14;
 const T_MEMO: usize = 15;
 const T_MIN_TIME: usize = 16;
 const T_MAX_TIME: usize = 17;
+// Positions of the summary, after `P_TX`.
+const S_HASH: usize = 0;
+const S_SUCCESSFUL: usize = 1;
+const S_CLOSED: usize = 2;
 
 /// A row's columns from `base` on.
 struct Reader<'r> {
@@ -155,6 +193,13 @@ impl Reader<'_> {
         v.ok_or_else(|| self.bad(format!("{} is null", self.name(column))))
     }
 
+    /// A `timestamptz` as whole seconds since the epoch (decoded here: Postgres's
+    /// `extract(epoch ...)` computes a numeric per row).
+    fn unix_time(&self, column: usize) -> Result<i64, CorruptRow> {
+        let t: time::OffsetDateTime = self.get(column)?;
+        Ok(t.unix_timestamp())
+    }
+
     fn hash(&self, column: usize) -> Result<Option<[u8; 32]>, CorruptRow> {
         let bytes: Option<&[u8]> = self.get(column)?;
         bytes
@@ -166,19 +211,36 @@ impl Reader<'_> {
     }
 }
 
-/// Reads one row of a page query (`PAYMENT_COLUMNS`).
-pub fn payment_from_row(row: &PgRow) -> Result<PaymentRecord, CorruptRow> {
-    payment_from_row_at(row, 0)
+/// Reads one row of a page query (`PAYMENT_COLUMNS` or `PAYMENT_SUMMARY_COLUMNS`).
+pub fn payment_from_row(
+    row: &PgRow,
+    columns: TransactionColumns,
+) -> Result<StoredPayment, CorruptRow> {
+    payment_from_row_at(row, 0, columns)
 }
 
-/// Reads the `PAYMENT_COLUMNS` of a row that starts with `base` other columns.
-pub fn payment_from_row_at(row: &PgRow, base: usize) -> Result<PaymentRecord, CorruptRow> {
+/// Reads the payment columns of a row that starts with `base` other columns.
+pub fn payment_from_row_at(
+    row: &PgRow,
+    base: usize,
+    columns: TransactionColumns,
+) -> Result<StoredPayment, CorruptRow> {
     let id: i64 = row.try_get(base + P_ID).map_err(|e| CorruptRow {
         id: -1,
         reason: e.to_string(),
     })?;
     let r = Reader { row, base, id };
-    let transaction = Arc::new(transaction_context(&r.at(P_TX))?);
+    let tx = r.at(P_TX);
+    let transaction = match columns {
+        TransactionColumns::Whole => TransactionRef::Whole(Arc::new(transaction_context(&tx)?)),
+        TransactionColumns::Summary => TransactionRef::Summary(TransactionSummary {
+            hash: tx
+                .hash(S_HASH)?
+                .ok_or_else(|| tx.bad("transaction_hash is null"))?,
+            successful: tx.get(S_SUCCESSFUL)?,
+            closed_at: tx.unix_time(S_CLOSED)?,
+        }),
+    };
     let type_i: i16 = r.get(P_TYPE)?;
     let payment_type =
         PaymentType::from_type_i(type_i).ok_or_else(|| r.bad(format!("type {type_i}")))?;
@@ -270,7 +332,7 @@ fn transaction_context(r: &Reader<'_>) -> Result<TransactionContext, CorruptRow>
         memo,
         time_bounds: min_time.map(|min| (min as u64, max_time.unwrap_or(0) as u64)),
         ledger_seq: ledger as u32,
-        closed_at: r.get(T_CLOSED)?,
+        closed_at: r.unix_time(T_CLOSED)?,
     })
 }
 
@@ -280,8 +342,23 @@ mod tests {
 
     /// The output names of a column list, in order (`x.name` and `x AS name` alike).
     fn names(columns: &str) -> Vec<String> {
-        columns
-            .split(", ")
+        // Split at the commas outside parentheses.
+        let mut parts = Vec::new();
+        let (mut depth, mut start) = (0i32, 0);
+        for (i, c) in columns.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                ',' if depth == 0 => {
+                    parts.push(&columns[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        parts.push(&columns[start..]);
+        parts
+            .into_iter()
             .map(|c| {
                 let c = c.trim();
                 let name = c.rsplit_once(" AS ").map_or(c, |(_, n)| n);
@@ -314,11 +391,27 @@ mod tests {
         }
         let transaction = names(TRANSACTION_COLUMNS);
         assert_eq!(payment[P_TX..], transaction[..], "transaction columns");
+        let summary = names(PAYMENT_SUMMARY_COLUMNS);
+        assert_eq!(summary[..P_TX], payment[..P_TX], "payment columns");
+        let expected = [
+            (S_HASH, "transaction_hash"),
+            (S_SUCCESSFUL, "successful"),
+            (S_CLOSED, "closed_at"),
+        ];
+        assert_eq!(summary.len(), P_TX + expected.len());
+        for (i, name) in expected {
+            assert_eq!(
+                summary[P_TX + i],
+                name,
+                "PAYMENT_SUMMARY_COLUMNS[{}]",
+                P_TX + i
+            );
+        }
         let expected = [
             (T_ID, "tx_id"),
             (T_HASH, "hash"),
             (T_LEDGER, "ledger_sequence"),
-            (T_CLOSED, "closed_unix"),
+            (T_CLOSED, "closed_at"),
             (T_SUCCESSFUL, "successful"),
             (T_SOURCE, "tx_source"),
             (T_SOURCE_MUXED, "tx_source_muxed"),

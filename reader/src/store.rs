@@ -1,9 +1,11 @@
 //! The reader's queries. Every page is one keyset range scan over a primary key: the
 //! payments table itself for the global, ledger and transaction feeds, or one of the
 //! integer-keyed history tables (per account, per asset, per account and asset),
-//! joined to payments and transactions by id. Ranges are bounded by the source's tip,
-//! so a page depends only on (tip, request). Single resources (one payment operation,
-//! one transaction) are point lookups bounded by the tip the same way.
+//! joined to payments by id, and to transactions only when a page embeds them (a
+//! payment row keeps its transaction's hash, outcome and close time). Ranges are
+//! bounded by the source's tip, so a page depends only on (tip, request). Single
+//! resources (one payment operation, one transaction) are point lookups bounded by the
+//! tip the same way.
 //!
 //! An account page can be read together with the account's newest activity (the input
 //! of its ETag) in one statement (`page_with_activity`): one round trip and one
@@ -11,15 +13,15 @@
 //! with a page is the same row `account_activity` returns, read in the same snapshot
 //! as the page.
 
-use shared::payment::{PaymentRecord, TransactionContext};
+use shared::payment::TransactionContext;
 use shared::toid::Toid;
 use sqlx::{PgPool, Row as _};
 
 use crate::params::{Cursor, Order, PageRequest, Scope};
 use crate::problem::Problem;
 use crate::records::{
-    payment_from_row, payment_from_row_at, transaction_from_row, CorruptRow, PAYMENT_COLUMNS,
-    TRANSACTION_COLUMNS,
+    payment_from_row, payment_from_row_at, transaction_from_row, CorruptRow, StoredPayment,
+    TransactionColumns, PAYMENT_COLUMNS, PAYMENT_SUMMARY_COLUMNS, TRANSACTION_COLUMNS,
 };
 use crate::sources::{is_timeout, ReadFailure};
 
@@ -62,7 +64,7 @@ pub type Activity = Option<(i64, u32)>;
 #[derive(Debug)]
 pub enum PageResult {
     /// The records, in the requested order.
-    Records(Vec<PaymentRecord>),
+    Records(Vec<StoredPayment>),
     /// The ledger or transaction does not exist (at this tip).
     Missing(Problem),
 }
@@ -103,7 +105,7 @@ pub async fn page_with_activity(
     tip: u32,
     activity: bool,
 ) -> Result<(PageResult, Option<Activity>), StoreError> {
-    let records = |r: Vec<PaymentRecord>| (PageResult::Records(r), None);
+    let records = |r: Vec<StoredPayment>| (PageResult::Records(r), None);
     let missing = |p: Problem| (PageResult::Missing(p), None);
     // [lo, hi): ids in range.
     let mut lo: i64 = 0;
@@ -211,10 +213,20 @@ pub async fn page_with_activity(
     Ok((PageResult::Records(rows), Some(activity)))
 }
 
+/// Which transaction columns the records of `request` need: the whole transaction only
+/// when it is embedded.
+fn transaction_columns(request: &PageRequest) -> TransactionColumns {
+    if request.join_transactions {
+        TransactionColumns::Whole
+    } else {
+        TransactionColumns::Summary
+    }
+}
+
 /// The page statement of `request`: records with ids in [$1, $2) matching the
 /// request's filters, at most $3 of them in the request's order. `account` is the SQL
 /// expression of the account's id (for account scopes); $5 is the asset, $6 the
-/// direction codes.
+/// direction codes. `transactions` is joined only when the page embeds them.
 fn page_sql(request: &PageRequest, account: &str) -> String {
     let order = match request.order {
         Order::Asc => "ASC",
@@ -251,8 +263,15 @@ fn page_sql(request: &PageRequest, account: &str) -> String {
     if request.direction.is_some() {
         conditions.push_str(" AND x.direction = ANY($6)");
     }
+    let (columns, join) = match transaction_columns(request) {
+        TransactionColumns::Whole => (
+            PAYMENT_COLUMNS,
+            " JOIN transactions t ON t.id = p.transaction_id",
+        ),
+        TransactionColumns::Summary => (PAYMENT_SUMMARY_COLUMNS, ""),
+    };
     format!(
-        "SELECT {PAYMENT_COLUMNS} FROM {from} JOIN transactions t ON t.id = p.transaction_id \
+        "SELECT {columns} FROM {from}{join} \
          WHERE {conditions} AND {id} >= $1 AND {id} < $2 ORDER BY {id} {order} LIMIT $3"
     )
 }
@@ -285,7 +304,7 @@ pub async fn range(
     request: &PageRequest,
     lo: i64,
     hi: i64,
-) -> Result<Vec<PaymentRecord>, StoreError> {
+) -> Result<Vec<StoredPayment>, StoreError> {
     let account = match &request.scope {
         Scope::Account(a) => Some(a.as_str()),
         _ => None,
@@ -295,8 +314,9 @@ pub async fn range(
     let rows = bind_page(&sql, request, account, lo, hi)
         .fetch_all(pool)
         .await?;
+    let columns = transaction_columns(request);
     rows.iter()
-        .map(|row| payment_from_row(row).map_err(StoreError::from))
+        .map(|row| payment_from_row(row, columns).map_err(StoreError::from))
         .collect()
 }
 
@@ -310,7 +330,7 @@ async fn range_with_activity(
     account: &str,
     lo: i64,
     hi: i64,
-) -> Result<(Vec<PaymentRecord>, Activity), StoreError> {
+) -> Result<(Vec<StoredPayment>, Activity), StoreError> {
     let order = match request.order {
         Order::Asc => "ASC",
         Order::Desc => "DESC",
@@ -327,15 +347,16 @@ async fn range_with_activity(
     let rows = bind_page(&sql, request, Some(account), lo, hi)
         .fetch_all(pool)
         .await?;
+    let columns = transaction_columns(request);
     let mut activity = None;
     let mut records = Vec::with_capacity(rows.len());
-    // Columns: the activity (2), then `PAYMENT_COLUMNS`, all null for an empty page.
+    // Columns: the activity (2), then the page's columns, all null for an empty page.
     for row in &rows {
         let id: Option<i64> = row.try_get(0)?;
         let ledger: Option<i32> = row.try_get(1)?;
         activity = id.zip(ledger).map(|(id, ledger)| (id, ledger as u32));
         if row.try_get::<Option<i64>, _>(2)?.is_some() {
-            records.push(payment_from_row_at(row, 2)?);
+            records.push(payment_from_row_at(row, 2, columns)?);
         }
     }
     Ok((records, activity))
@@ -361,22 +382,20 @@ pub async fn account_activity(pool: &PgPool, account: &str) -> Result<Activity, 
 }
 
 /// One payment operation by id, as of ledger `tip` (None: no such payment, or an
-/// operation of another kind, or not yet closed at `tip`).
+/// operation of another kind, or not yet closed at `tip`), with its transaction's
+/// summary.
 pub async fn payment(
     pool: &PgPool,
     id: i64,
     tip: u32,
-) -> Result<Option<PaymentRecord>, StoreError> {
+) -> Result<Option<StoredPayment>, StoreError> {
     if id >> 32 > i64::from(tip) {
         return Ok(None);
     }
     count_query();
-    let sql = format!(
-        "SELECT {PAYMENT_COLUMNS} FROM payments p JOIN transactions t ON t.id = p.transaction_id \
-         WHERE p.id = $1"
-    );
+    let sql = format!("SELECT {PAYMENT_SUMMARY_COLUMNS} FROM payments p WHERE p.id = $1");
     let row = sqlx::query(&sql).bind(id).fetch_optional(pool).await?;
-    row.map(|r| payment_from_row(&r).map_err(StoreError::from))
+    row.map(|r| payment_from_row(&r, TransactionColumns::Summary).map_err(StoreError::from))
         .transpose()
 }
 

@@ -4,7 +4,9 @@
 //! address plus `*_muxed` (`M...`) and `*_muxed_id` fields, ids are decimal strings.
 
 use base64::Engine as _;
-use serde::ser::{SerializeMap, Serializer};
+use std::sync::Arc;
+
+use serde::ser::{Error as _, SerializeMap, Serializer};
 use serde::Serialize;
 use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
@@ -15,7 +17,7 @@ use crate::amount::format_stroops;
 use crate::asset::Asset;
 use crate::payment::{
     AssetBalanceChange, HostFunction, Memo, PathPaymentStrictness, PaymentKind, PaymentRecord,
-    TransactionContext,
+    TransactionContext, TransactionFacts,
 };
 
 /// Renders a close time as Horizon does: RFC 3339, UTC, whole seconds.
@@ -152,16 +154,28 @@ struct Parameter<'a> {
 /// Horizon's operation resource for one payment record, with `transaction_successful`
 /// and, when asked (`join=transactions`), the transaction embedded. It serialises
 /// straight to the output, without an intermediate JSON tree.
-#[derive(Clone, Copy, Debug)]
-pub struct PaymentResource<'a> {
-    record: &'a PaymentRecord,
+///
+/// The record may carry its transaction whole or only its summary
+/// ([`TransactionFacts`]); embedding a transaction that the record does not carry is a
+/// serialisation error, never a resource without it.
+#[derive(Debug)]
+pub struct PaymentResource<'a, T = Arc<TransactionContext>> {
+    record: &'a PaymentRecord<T>,
     links: &'a LinkBase,
     embed_transaction: bool,
 }
 
-impl<'a> PaymentResource<'a> {
+impl<T> Clone for PaymentResource<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for PaymentResource<'_, T> {}
+
+impl<'a, T> PaymentResource<'a, T> {
     /// The resource for `record`, its links under `links`.
-    pub fn new(record: &'a PaymentRecord, links: &'a LinkBase, embed_transaction: bool) -> Self {
+    pub fn new(record: &'a PaymentRecord<T>, links: &'a LinkBase, embed_transaction: bool) -> Self {
         Self {
             record,
             links,
@@ -177,12 +191,12 @@ struct PaymentLinks {
     transaction: Link,
 }
 
-impl Serialize for PaymentResource<'_> {
+impl<T: TransactionFacts> Serialize for PaymentResource<'_, T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let record = self.record;
         let id = record.id.to_string();
         let tx = &record.transaction;
-        let tx_hash = hex::encode(tx.hash);
+        let tx_hash = hex::encode(tx.hash());
         let payment_type = record.payment_type();
         let mut out = serializer.serialize_map(None)?;
         out.serialize_entry(
@@ -194,11 +208,11 @@ impl Serialize for PaymentResource<'_> {
         )?;
         out.serialize_entry("id", &id)?;
         out.serialize_entry("paging_token", &id)?;
-        out.serialize_entry("transaction_successful", &tx.successful)?;
+        out.serialize_entry("transaction_successful", &tx.successful())?;
         put_muxed(&mut out, muxed_keys!("source_account"), &record.source)?;
         out.serialize_entry("type", payment_type.as_str())?;
         out.serialize_entry("type_i", &payment_type.type_i())?;
-        out.serialize_entry("created_at", &format_time(tx.closed_at))?;
+        out.serialize_entry("created_at", &format_time(tx.closed_at()))?;
         out.serialize_entry("transaction_hash", &tx_hash)?;
 
         match &record.kind {
@@ -265,6 +279,9 @@ impl Serialize for PaymentResource<'_> {
             }
         }
         if self.embed_transaction {
+            let tx = tx.context().ok_or_else(|| {
+                S::Error::custom("the transaction to embed was not read with the record")
+            })?;
             out.serialize_entry("transaction", &TransactionResource::new(tx, self.links))?;
         }
         out.end()

@@ -286,9 +286,94 @@ impl PaymentType {
     }
 }
 
-/// One payment-type operation.
+/// What a payment record carries of its transaction. Extraction carries the whole
+/// transaction; a reader's page that does not embed transactions carries only what a
+/// payment resource shows of it ([`TransactionSummary`]), read from the payment's own
+/// row without a probe of the transactions table.
+pub trait TransactionFacts {
+    /// The transaction's hash (for a fee bump, the outer transaction's).
+    fn hash(&self) -> &[u8; 32];
+    /// Whether the transaction succeeded.
+    fn successful(&self) -> bool;
+    /// Its ledger's close time, seconds since the epoch.
+    fn closed_at(&self) -> i64;
+    /// The whole transaction, when it is carried.
+    fn context(&self) -> Option<&TransactionContext>;
+}
+
+impl TransactionFacts for Arc<TransactionContext> {
+    fn hash(&self) -> &[u8; 32] {
+        &self.hash
+    }
+
+    fn successful(&self) -> bool {
+        self.successful
+    }
+
+    fn closed_at(&self) -> i64 {
+        self.closed_at
+    }
+
+    fn context(&self) -> Option<&TransactionContext> {
+        Some(self)
+    }
+}
+
+/// What a payment resource shows of its transaction when it does not embed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransactionSummary {
+    /// The transaction's hash (for a fee bump, the outer transaction's).
+    pub hash: [u8; 32],
+    /// Whether the transaction succeeded.
+    pub successful: bool,
+    /// Its ledger's close time, seconds since the epoch.
+    pub closed_at: i64,
+}
+
+/// A transaction as a stored record is read back: whole, when the transaction is to be
+/// embedded, or only its summary.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PaymentRecord {
+pub enum TransactionRef {
+    /// The whole transaction.
+    Whole(Arc<TransactionContext>),
+    /// Only what a payment resource shows of it.
+    Summary(TransactionSummary),
+}
+
+impl TransactionFacts for TransactionRef {
+    fn hash(&self) -> &[u8; 32] {
+        match self {
+            Self::Whole(tx) => &tx.hash,
+            Self::Summary(s) => &s.hash,
+        }
+    }
+
+    fn successful(&self) -> bool {
+        match self {
+            Self::Whole(tx) => tx.successful,
+            Self::Summary(s) => s.successful,
+        }
+    }
+
+    fn closed_at(&self) -> i64 {
+        match self {
+            Self::Whole(tx) => tx.closed_at,
+            Self::Summary(s) => s.closed_at,
+        }
+    }
+
+    fn context(&self) -> Option<&TransactionContext> {
+        match self {
+            Self::Whole(tx) => Some(tx),
+            Self::Summary(_) => None,
+        }
+    }
+}
+
+/// One payment-type operation, with its transaction whole (`T` is
+/// `Arc<TransactionContext>`, as extraction produces it) or as a [`TransactionRef`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PaymentRecord<T = Arc<TransactionContext>> {
     /// The operation's TOID: the record id and paging token.
     pub id: Toid,
     /// The operation's source (the transaction's source when the operation names none).
@@ -296,10 +381,10 @@ pub struct PaymentRecord {
     /// What the operation did.
     pub kind: PaymentKind,
     /// The transaction it belongs to.
-    pub transaction: Arc<TransactionContext>,
+    pub transaction: T,
 }
 
-impl PaymentRecord {
+impl<T: TransactionFacts> PaymentRecord<T> {
     /// Horizon's type of this record.
     pub fn payment_type(&self) -> PaymentType {
         match &self.kind {
@@ -320,7 +405,7 @@ impl PaymentRecord {
 
     /// Whether the transaction succeeded.
     pub fn successful(&self) -> bool {
-        self.transaction.successful
+        self.transaction.successful()
     }
 
     /// The record's destination account, for the kinds that have one.

@@ -236,8 +236,8 @@ async fn copy_payments(
         tx,
         "COPY payments (id, transaction_id, ledger_sequence, closed_at, type, successful, source_account, \
          source_muxed_id, destination, destination_muxed_id, asset, amount, source_asset, source_amount, \
-         amount_limit, path, details) FROM STDIN BINARY",
-        17,
+         amount_limit, path, details, transaction_hash) FROM STDIN BINARY",
+        18,
     )
     .await?;
     for p in batch.iter().flat_map(|l| l.payments.iter()) {
@@ -261,7 +261,8 @@ async fn copy_payments(
             .opt_i64(c.source_amount)
             .opt_i64(c.amount_limit)
             .opt_text_array(c.path.as_deref())
-            .opt_jsonb(c.details.as_ref());
+            .opt_jsonb(c.details.as_ref())
+            .bytes(&p.transaction.hash);
     }
     copy.finish().await?;
     Ok(())

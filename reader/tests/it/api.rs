@@ -724,3 +724,101 @@ async fn last_event_id_does_not_change_a_plain_page() {
     reader.stop().await;
     world.stop().await;
 }
+
+/// Pages without `join=transactions` take each record's transaction hash from the
+/// payment's own row (migration V6). Rows written before that migration have none until
+/// `fill_payment_transaction_hashes` fills them; meanwhile their hash comes from
+/// `transactions`, and the records are the same either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_the_same_before_and_after_the_hash_fill() {
+    let world = World::start(12, false).await;
+    let primary = sqlx::PgPool::connect(&world.pg.primary_url())
+        .await
+        .expect("connect");
+    let count = |sql: &'static str| {
+        let primary = primary.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(&primary)
+                .await
+                .expect(sql)
+        }
+    };
+    const MISMATCHED: &str = "SELECT count(*) FROM payments p JOIN transactions t \
+        ON t.id = p.transaction_id WHERE p.transaction_hash IS DISTINCT FROM t.hash";
+    const MISSING: &str = "SELECT count(*) FROM payments WHERE transaction_hash IS NULL";
+    assert_eq!(
+        count(MISMATCHED).await,
+        0,
+        "the writer keeps every row's hash"
+    );
+
+    // As if two thirds of the rows had been written before the column existed.
+    sqlx::query("UPDATE payments SET transaction_hash = NULL WHERE id % 3 <> 0")
+        .execute(&primary)
+        .await
+        .expect("forget hashes");
+    let forgotten = count(MISSING).await;
+    assert!(forgotten > 100, "{forgotten} rows without a hash");
+    world.wait_replica();
+
+    let reader = TestReader::over(&world, &["--cache-bytes", "0"]).await;
+    let tip = world.latest();
+    let all: Vec<&PaymentRecord> = world.records_through(tip);
+    let want = expected(&all, &reader, false);
+    let busiest = {
+        let mut activity: BTreeMap<String, usize> = BTreeMap::new();
+        for r in &all {
+            for p in r.participants() {
+                *activity.entry(p.address.to_strkey()).or_default() += 1;
+            }
+        }
+        activity
+            .into_iter()
+            .max_by_key(|(_, n)| *n)
+            .map(|(a, _)| a)
+            .expect("an account")
+    };
+    let account_path = format!("/accounts/{busiest}/payments?limit=50&include_failed=true");
+    let account_before = reader.walk(&account_path).await;
+    let theirs: Vec<&PaymentRecord> = all
+        .iter()
+        .copied()
+        .filter(|r| {
+            r.participants()
+                .into_iter()
+                .any(|p| p.address.to_strkey() == busiest)
+        })
+        .collect();
+    assert!(theirs.len() > 10);
+    assert_eq!(account_before, expected(&theirs, &reader, false));
+    assert_eq!(
+        reader.walk("/payments?limit=200&include_failed=true").await,
+        want
+    );
+    let one = all
+        .iter()
+        .find(|r| r.id.to_i64() % 3 != 0)
+        .expect("a nulled row");
+    assert_eq!(
+        reader.json(&format!("/operations/{}", one.id)).await,
+        payment_json(one, &reader.links(), false)
+    );
+
+    // The fill, one ledger per transaction, leaves no row without its hash.
+    sqlx::query("CALL fill_payment_transaction_hashes(1)")
+        .execute(&primary)
+        .await
+        .expect("fill");
+    assert_eq!(count(MISSING).await, 0);
+    assert_eq!(count(MISMATCHED).await, 0);
+    world.wait_replica();
+    assert_eq!(
+        reader.walk("/payments?limit=200&include_failed=true").await,
+        want
+    );
+    assert_eq!(reader.walk(&account_path).await, account_before);
+
+    reader.stop().await;
+    world.stop().await;
+}

@@ -1,0 +1,38 @@
+-- Each payment row keeps its transaction's hash, so a page of payments that does not
+-- embed transactions is read from the history index and `payments` alone: before, every
+-- record of such a page cost a probe of `transactions_pkey` for the hash, the only field
+-- of the transaction a payment resource shows that `payments` did not hold already
+-- (`successful` and `closed_at` are there). `transactions` still serves
+-- `join=transactions`, `/transactions/{hash}` and the transaction feeds' hash lookups.
+--
+-- Adding a nullable column rewrites nothing, and the check is NOT VALID: it holds for
+-- every row written from now on without a scan of the rows already there. Rows written
+-- before this migration keep a NULL hash until `CALL fill_payment_transaction_hashes()`
+-- fills them, one short transaction per range of ledgers, while the writer ingests;
+-- readers take the hash of a NULL row from `transactions` meanwhile (docs/writer.md).
+ALTER TABLE payments ADD COLUMN transaction_hash bytea;
+ALTER TABLE payments ADD CONSTRAINT payments_transaction_hash_length
+    CHECK (length(transaction_hash) = 32) NOT VALID;
+
+CREATE PROCEDURE fill_payment_transaction_hashes(ledgers_per_batch integer DEFAULT 64)
+LANGUAGE plpgsql AS $fill$
+DECLARE
+    lo bigint;
+    hi bigint;
+BEGIN
+    IF ledgers_per_batch < 1 THEN
+        RAISE EXCEPTION 'ledgers_per_batch must be at least 1';
+    END IF;
+    SELECT min(id) INTO lo FROM payments;
+    WHILE lo IS NOT NULL LOOP
+        -- Whole ledgers: ids are TOIDs, the ledger in the high 32 bits.
+        hi := ((lo >> 32) + ledgers_per_batch) << 32;
+        UPDATE payments p SET transaction_hash = t.hash
+        FROM transactions t
+        WHERE p.id >= lo AND p.id < hi AND p.transaction_hash IS NULL
+          AND t.id = p.transaction_id;
+        COMMIT;
+        SELECT min(id) INTO lo FROM payments WHERE id >= hi;
+    END LOOP;
+END
+$fill$;
