@@ -9,7 +9,9 @@
 -- every row written from now on without a scan of the rows already there. Rows written
 -- before this migration keep a NULL hash until `CALL fill_payment_transaction_hashes()`
 -- fills them, one short transaction per range of ledgers, while the writer ingests;
--- readers take the hash of a NULL row from `transactions` meanwhile (docs/writer.md).
+-- readers take the hash of a NULL row from `transactions` meanwhile, and readers that
+-- find no column at all (deployed before their writer applied this) read every page
+-- joined to `transactions` as before (docs/writer.md).
 ALTER TABLE payments ADD COLUMN transaction_hash bytea;
 ALTER TABLE payments ADD CONSTRAINT payments_transaction_hash_length
     CHECK (length(transaction_hash) = 32) NOT VALID;
@@ -19,19 +21,23 @@ LANGUAGE plpgsql AS $fill$
 DECLARE
     lo bigint;
     hi bigint;
+    next_ledger bigint;
 BEGIN
-    IF ledgers_per_batch < 1 THEN
-        RAISE EXCEPTION 'ledgers_per_batch must be at least 1';
+    IF ledgers_per_batch IS NULL OR ledgers_per_batch NOT BETWEEN 1 AND 1000000 THEN
+        RAISE EXCEPTION 'ledgers_per_batch must be between 1 and 1000000';
     END IF;
     SELECT min(id) INTO lo FROM payments;
     WHILE lo IS NOT NULL LOOP
-        -- Whole ledgers: ids are TOIDs, the ledger in the high 32 bits.
-        hi := ((lo >> 32) + ledgers_per_batch) << 32;
+        -- Whole ledgers: ids are TOIDs, the ledger in the high 32 bits. Past the last
+        -- ledger a TOID can name, the range has no upper end (and is the last).
+        next_ledger := (lo >> 32) + ledgers_per_batch;
+        hi := CASE WHEN next_ledger <= 2147483647 THEN next_ledger << 32 END;
         UPDATE payments p SET transaction_hash = t.hash
         FROM transactions t
-        WHERE p.id >= lo AND p.id < hi AND p.transaction_hash IS NULL
+        WHERE p.id >= lo AND (hi IS NULL OR p.id < hi) AND p.transaction_hash IS NULL
           AND t.id = p.transaction_id;
         COMMIT;
+        EXIT WHEN hi IS NULL;
         SELECT min(id) INTO lo FROM payments WHERE id >= hi;
     END LOOP;
 END

@@ -1,5 +1,6 @@
 -- The reader's time-filter queries, as it issues them (reader/src/store.rs: the two
--- close-time lookups, then one page query between the TOIDs they give), under
+-- close-time lookups, then one page query between the TOIDs they give; pages without
+-- join=transactions, on a database at migration V6 or later), under
 -- EXPLAIN (ANALYZE, BUFFERS), on the database of scripts/scale-db.sh.
 --
 --   psql -X -h 127.0.0.1 -p 55432 -U postgres -d payments -f scripts/scale-time-filters.sql
@@ -20,30 +21,27 @@ PREPARE last_ledger_before(float8) AS SELECT sequence FROM ledgers
 PREPARE all_asc(int8, int8, int8, text, text, int2[]) AS
 SELECT p.id, p.type, p.source_account, p.source_muxed_id, p.destination, p.destination_muxed_id,
     p.asset, p.amount, p.source_asset, p.source_amount, p.amount_limit, p.path, p.details,
-    t.id AS tx_id, t.hash, t.ledger_sequence, extract(epoch FROM t.closed_at)::bigint AS closed_unix,
-    t.successful, t.source_account AS tx_source, t.source_muxed_id AS tx_source_muxed,
-    t.source_sequence, t.fee_account, t.fee_muxed_id, t.inner_hash, t.fee_charged, t.max_fee,
-    t.operation_count, t.memo_type, t.memo, t.min_time, t.max_time
-FROM payments p JOIN transactions t ON t.id = p.transaction_id
+    COALESCE(p.transaction_hash,
+        (SELECT h.hash FROM transactions h WHERE h.id = p.transaction_id)) AS transaction_hash,
+    p.successful, p.closed_at
+FROM payments p
 WHERE true AND p.successful AND p.id >= $1 AND p.id < $2 ORDER BY p.id ASC LIMIT $3;
 PREPARE all_desc(int8, int8, int8, text, text, int2[]) AS
 SELECT p.id, p.type, p.source_account, p.source_muxed_id, p.destination, p.destination_muxed_id,
     p.asset, p.amount, p.source_asset, p.source_amount, p.amount_limit, p.path, p.details,
-    t.id AS tx_id, t.hash, t.ledger_sequence, extract(epoch FROM t.closed_at)::bigint AS closed_unix,
-    t.successful, t.source_account AS tx_source, t.source_muxed_id AS tx_source_muxed,
-    t.source_sequence, t.fee_account, t.fee_muxed_id, t.inner_hash, t.fee_charged, t.max_fee,
-    t.operation_count, t.memo_type, t.memo, t.min_time, t.max_time
-FROM payments p JOIN transactions t ON t.id = p.transaction_id
+    COALESCE(p.transaction_hash,
+        (SELECT h.hash FROM transactions h WHERE h.id = p.transaction_id)) AS transaction_hash,
+    p.successful, p.closed_at
+FROM payments p
 WHERE true AND p.successful AND p.id >= $1 AND p.id < $2 ORDER BY p.id DESC LIMIT $3;
 -- store::range, account history, without failed payments.
 PREPARE account_desc(int8, int8, int8, text, text, int2[]) AS
 SELECT p.id, p.type, p.source_account, p.source_muxed_id, p.destination, p.destination_muxed_id,
     p.asset, p.amount, p.source_asset, p.source_amount, p.amount_limit, p.path, p.details,
-    t.id AS tx_id, t.hash, t.ledger_sequence, extract(epoch FROM t.closed_at)::bigint AS closed_unix,
-    t.successful, t.source_account AS tx_source, t.source_muxed_id AS tx_source_muxed,
-    t.source_sequence, t.fee_account, t.fee_muxed_id, t.inner_hash, t.fee_charged, t.max_fee,
-    t.operation_count, t.memo_type, t.memo, t.min_time, t.max_time
-FROM account_payments x JOIN payments p ON p.id = x.payment_id JOIN transactions t ON t.id = p.transaction_id
+    COALESCE(p.transaction_hash,
+        (SELECT h.hash FROM transactions h WHERE h.id = p.transaction_id)) AS transaction_hash,
+    p.successful, p.closed_at
+FROM account_payments x JOIN payments p ON p.id = x.payment_id
 WHERE x.account_id = (SELECT id FROM accounts WHERE address = $4) AND x.successful
     AND x.payment_id >= $1 AND x.payment_id < $2 ORDER BY x.payment_id DESC LIMIT $3;
 

@@ -107,9 +107,18 @@ pub struct Source {
     down: Arc<DownMark>,
     /// The probe's dedicated connection (not from `pool`).
     probe: tokio::sync::Mutex<Option<PgConnection>>,
+    /// Whether its payments keep their transaction's hash (migration V6), as the last
+    /// probe found: a reader deployed before its writer has migrated reads the hash
+    /// from `transactions` until the column appears.
+    hash_kept: AtomicBool,
 }
 
 impl Source {
+    /// Whether the last probe found `payments.transaction_hash` (migration V6).
+    pub fn hash_kept(&self) -> bool {
+        self.hash_kept.load(Ordering::Relaxed)
+    }
+
     fn health(&self) -> Arc<Health> {
         self.health.load_full()
     }
@@ -161,7 +170,10 @@ impl Source {
         })
         .await;
         match outcome {
-            Ok(Ok(found)) => Ok(found),
+            Ok(Ok((found, hash_kept))) => {
+                self.hash_kept.store(hash_kept, Ordering::Relaxed);
+                Ok(found)
+            }
             Ok(Err(e)) => {
                 *connection = None;
                 Err(e.to_string())
@@ -372,6 +384,7 @@ fn source(
         health: ArcSwap::from_pointee(Health::default()),
         probe_options: options.application_name("stellar-payments-reader-probe"),
         probe: tokio::sync::Mutex::new(None),
+        hash_kept: AtomicBool::new(false),
     }))
 }
 
@@ -805,14 +818,17 @@ impl Sources {
     }
 }
 
-/// One poll of one source: its tip, oldest ledger, backfill generation and network.
-/// The tip is the live writer's cursor; a database filled by backfill alone (no cursor
-/// yet) is served up to its newest ledger.
+/// One poll of one source: its tip, oldest ledger, backfill generation and network,
+/// and whether `payments` has the `transaction_hash` column yet. The tip is the live
+/// writer's cursor; a database filled by backfill alone (no cursor yet) is served up to
+/// its newest ledger.
 async fn probe(
     connection: &mut PgConnection,
-) -> Result<(Option<View>, Option<String>), sqlx::Error> {
+) -> Result<((Option<View>, Option<String>), bool), sqlx::Error> {
     let row = sqlx::query(
         "SELECT t.last_ledger, t.network_passphrase, \
+                EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('payments') \
+                        AND attname = 'transaction_hash' AND NOT attisdropped) AS hash_kept, \
                 (SELECT extract(epoch FROM closed_at)::bigint FROM ledgers WHERE sequence = t.last_ledger) AS closed, \
                 (SELECT min(sequence) FROM ledgers) AS oldest, \
                 (SELECT count(*) FROM backfill_ranges) AS generation \
@@ -822,18 +838,22 @@ async fn probe(
     )
     .fetch_one(connection)
     .await?;
+    let hash_kept: bool = row.try_get("hash_kept")?;
     let Some(tip) = row.try_get::<Option<i32>, _>("last_ledger")? else {
-        return Ok((None, None));
+        return Ok(((None, None), hash_kept));
     };
     let oldest: Option<i32> = row.try_get("oldest")?;
     Ok((
-        Some(View {
-            tip: tip as u32,
-            tip_closed_at: row.try_get::<Option<i64>, _>("closed")?.unwrap_or(0),
-            oldest: oldest.unwrap_or(tip) as u32,
-            generation: row.try_get("generation")?,
-        }),
-        row.try_get("network_passphrase")?,
+        (
+            Some(View {
+                tip: tip as u32,
+                tip_closed_at: row.try_get::<Option<i64>, _>("closed")?.unwrap_or(0),
+                oldest: oldest.unwrap_or(tip) as u32,
+                generation: row.try_get("generation")?,
+            }),
+            row.try_get("network_passphrase")?,
+        ),
+        hash_kept,
     ))
 }
 

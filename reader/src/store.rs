@@ -23,7 +23,7 @@ use crate::records::{
     payment_from_row, payment_from_row_at, transaction_from_row, CorruptRow, StoredPayment,
     TransactionColumns, PAYMENT_COLUMNS, PAYMENT_SUMMARY_COLUMNS, TRANSACTION_COLUMNS,
 };
-use crate::sources::{is_timeout, ReadFailure};
+use crate::sources::{is_timeout, ReadFailure, Source};
 
 /// A query failure.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +57,27 @@ impl ReadFailure for StoreError {
     }
 }
 
+/// A source's database as the queries read it: its pool, and whether its payments keep
+/// their transaction's hash yet (until its writer has applied migration V6, pages read
+/// the hash from `transactions`).
+#[derive(Clone, Copy, Debug)]
+pub struct Db<'a> {
+    /// The source's pool.
+    pub pool: &'a PgPool,
+    /// Whether `payments.transaction_hash` exists.
+    pub hash_kept: bool,
+}
+
+impl<'a> Db<'a> {
+    /// The database of `source`, as its last probe found it.
+    pub fn of(source: &'a Source) -> Self {
+        Self {
+            pool: &source.pool,
+            hash_kept: source.hash_kept(),
+        }
+    }
+}
+
 /// An account's newest payment (id, ledger), or None for an account without history.
 pub type Activity = Option<(i64, u32)>;
 
@@ -86,12 +107,8 @@ fn count_query() {
 }
 
 /// Reads one page of `request` as of ledger `tip`.
-pub async fn page(
-    pool: &PgPool,
-    request: &PageRequest,
-    tip: u32,
-) -> Result<PageResult, StoreError> {
-    Ok(page_with_activity(pool, request, tip, false).await?.0)
+pub async fn page(db: Db<'_>, request: &PageRequest, tip: u32) -> Result<PageResult, StoreError> {
+    Ok(page_with_activity(db, request, tip, false).await?.0)
 }
 
 /// Reads one page of `request` as of ledger `tip` and, when `activity` is asked for
@@ -100,11 +117,12 @@ pub async fn page(
 /// account page, or a page known to be empty without a query): the caller reads it
 /// with `account_activity` then.
 pub async fn page_with_activity(
-    pool: &PgPool,
+    db: Db<'_>,
     request: &PageRequest,
     tip: u32,
     activity: bool,
 ) -> Result<(PageResult, Option<Activity>), StoreError> {
+    let pool = db.pool;
     let records = |r: Vec<StoredPayment>| (PageResult::Records(r), None);
     let missing = |p: Problem| (PageResult::Missing(p), None);
     // [lo, hi): ids in range.
@@ -207,16 +225,17 @@ pub async fn page_with_activity(
     }
     let account = match &request.scope {
         Scope::Account(a) if activity => a.as_str(),
-        _ => return Ok(records(range(pool, request, lo, hi).await?)),
+        _ => return Ok(records(range(db, request, lo, hi).await?)),
     };
-    let (rows, activity) = range_with_activity(pool, request, account, lo, hi).await?;
+    let (rows, activity) = range_with_activity(db, request, account, lo, hi).await?;
     Ok((PageResult::Records(rows), Some(activity)))
 }
 
-/// Which transaction columns the records of `request` need: the whole transaction only
-/// when it is embedded.
-fn transaction_columns(request: &PageRequest) -> TransactionColumns {
-    if request.join_transactions {
+/// Which transaction columns the records of `request` need: the whole transaction when
+/// it is embedded (or when the payments of `db` do not keep the hash yet), else the
+/// summary.
+fn transaction_columns(db: Db<'_>, request: &PageRequest) -> TransactionColumns {
+    if request.join_transactions || !db.hash_kept {
         TransactionColumns::Whole
     } else {
         TransactionColumns::Summary
@@ -227,7 +246,7 @@ fn transaction_columns(request: &PageRequest) -> TransactionColumns {
 /// request's filters, at most $3 of them in the request's order. `account` is the SQL
 /// expression of the account's id (for account scopes); $5 is the asset, $6 the
 /// direction codes. `transactions` is joined only when the page embeds them.
-fn page_sql(request: &PageRequest, account: &str) -> String {
+fn page_sql(db: Db<'_>, request: &PageRequest, account: &str) -> String {
     let order = match request.order {
         Order::Asc => "ASC",
         Order::Desc => "DESC",
@@ -263,7 +282,7 @@ fn page_sql(request: &PageRequest, account: &str) -> String {
     if request.direction.is_some() {
         conditions.push_str(" AND x.direction = ANY($6)");
     }
-    let (columns, join) = match transaction_columns(request) {
+    let (columns, join) = match transaction_columns(db, request) {
         TransactionColumns::Whole => (
             PAYMENT_COLUMNS,
             " JOIN transactions t ON t.id = p.transaction_id",
@@ -300,7 +319,7 @@ fn bind_page<'q>(
 
 /// Records with ids in [lo, hi) matching the request's filters, one page of them.
 pub async fn range(
-    pool: &PgPool,
+    db: Db<'_>,
     request: &PageRequest,
     lo: i64,
     hi: i64,
@@ -309,12 +328,12 @@ pub async fn range(
         Scope::Account(a) => Some(a.as_str()),
         _ => None,
     };
-    let sql = page_sql(request, "(SELECT id FROM accounts WHERE address = $4)");
+    let sql = page_sql(db, request, "(SELECT id FROM accounts WHERE address = $4)");
     count_query();
     let rows = bind_page(&sql, request, account, lo, hi)
-        .fetch_all(pool)
+        .fetch_all(db.pool)
         .await?;
-    let columns = transaction_columns(request);
+    let columns = transaction_columns(db, request);
     rows.iter()
         .map(|row| payment_from_row(row, columns).map_err(StoreError::from))
         .collect()
@@ -325,7 +344,7 @@ pub async fn range(
 /// joined, so that every returned row carries the activity and an empty page is one
 /// row with no payment (no row at all: the account is unknown).
 async fn range_with_activity(
-    pool: &PgPool,
+    db: Db<'_>,
     request: &PageRequest,
     account: &str,
     lo: i64,
@@ -335,7 +354,7 @@ async fn range_with_activity(
         Order::Asc => "ASC",
         Order::Desc => "DESC",
     };
-    let page = page_sql(request, "acc.id");
+    let page = page_sql(db, request, "acc.id");
     let sql = format!(
         "SELECT act.last_payment_id AS activity_id, act.last_ledger AS activity_ledger, pg.* \
          FROM accounts acc \
@@ -345,9 +364,9 @@ async fn range_with_activity(
     );
     count_query();
     let rows = bind_page(&sql, request, Some(account), lo, hi)
-        .fetch_all(pool)
+        .fetch_all(db.pool)
         .await?;
-    let columns = transaction_columns(request);
+    let columns = transaction_columns(db, request);
     let mut activity = None;
     let mut records = Vec::with_capacity(rows.len());
     // Columns: the activity (2), then the page's columns, all null for an empty page.
@@ -383,19 +402,28 @@ pub async fn account_activity(pool: &PgPool, account: &str) -> Result<Activity, 
 
 /// One payment operation by id, as of ledger `tip` (None: no such payment, or an
 /// operation of another kind, or not yet closed at `tip`), with its transaction's
-/// summary.
-pub async fn payment(
-    pool: &PgPool,
-    id: i64,
-    tip: u32,
-) -> Result<Option<StoredPayment>, StoreError> {
+/// summary (or the whole transaction, where payments do not keep the hash yet).
+pub async fn payment(db: Db<'_>, id: i64, tip: u32) -> Result<Option<StoredPayment>, StoreError> {
     if id >> 32 > i64::from(tip) {
         return Ok(None);
     }
     count_query();
-    let sql = format!("SELECT {PAYMENT_SUMMARY_COLUMNS} FROM payments p WHERE p.id = $1");
-    let row = sqlx::query(&sql).bind(id).fetch_optional(pool).await?;
-    row.map(|r| payment_from_row(&r, TransactionColumns::Summary).map_err(StoreError::from))
+    let (sql, columns) = if db.hash_kept {
+        (
+            format!("SELECT {PAYMENT_SUMMARY_COLUMNS} FROM payments p WHERE p.id = $1"),
+            TransactionColumns::Summary,
+        )
+    } else {
+        (
+            format!(
+                "SELECT {PAYMENT_COLUMNS} FROM payments p \
+                 JOIN transactions t ON t.id = p.transaction_id WHERE p.id = $1"
+            ),
+            TransactionColumns::Whole,
+        )
+    };
+    let row = sqlx::query(&sql).bind(id).fetch_optional(db.pool).await?;
+    row.map(|r| payment_from_row(&r, columns).map_err(StoreError::from))
         .transpose()
 }
 

@@ -152,7 +152,7 @@ async fn run(
                     .stream_pages
                     .try_get_with(key, async {
                         state_at.db_queries.fetch_add(1, Ordering::Relaxed);
-                        store::page(&chosen.source.pool, request_at, view.tip)
+                        store::page(store::Db::of(&chosen.source), request_at, view.tip)
                             .await
                             .map(Arc::new)
                     })

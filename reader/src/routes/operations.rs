@@ -43,7 +43,8 @@ pub async fn operation(
             ))
         },
         |chosen, base| async move {
-            let Some(record) = store::payment(&chosen.source.pool, id, chosen.view.tip).await?
+            let Some(record) =
+                store::payment(store::Db::of(&chosen.source), id, chosen.view.tip).await?
             else {
                 return Ok(None);
             };

@@ -263,7 +263,8 @@ async fn page_at(
         Scope::Account(a) if conditional::uses_activity_tag(request) => Some(a.as_str()),
         _ => None,
     };
-    let pool = &chosen.source.pool;
+    let db = store::Db::of(&chosen.source);
+    let pool = db.pool;
     let lookup_activity = || async {
         match account {
             Some(a) => {
@@ -282,13 +283,13 @@ async fn page_at(
                 return Ok(not_modified(state, route, tag, Class::Head, tip, encoding));
             }
             state.db_queries.fetch_add(1, Ordering::Relaxed);
-            (activity, store::page(pool, request, tip).await?)
+            (activity, store::page(db, request, tip).await?)
         }
         // Unconditional: the page and the activity its tag needs in one statement.
         None => {
             state.db_queries.fetch_add(1, Ordering::Relaxed);
             let (page, read) =
-                store::page_with_activity(pool, request, tip, account.is_some()).await?;
+                store::page_with_activity(db, request, tip, account.is_some()).await?;
             let activity = match read {
                 Some(activity) => activity,
                 // A page known to be empty without a query: the tag still needs it.

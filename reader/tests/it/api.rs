@@ -726,15 +726,23 @@ async fn last_event_id_does_not_change_a_plain_page() {
 }
 
 /// Pages without `join=transactions` take each record's transaction hash from the
-/// payment's own row (migration V6). Rows written before that migration have none until
-/// `fill_payment_transaction_hashes` fills them; meanwhile their hash comes from
-/// `transactions`, and the records are the same either way.
+/// payment's own row (migration V6). A reader that finds no such column (its writer has
+/// not migrated yet) joins `transactions` as before, and switches when the column
+/// appears; rows written before V6 have no hash until `fill_payment_transaction_hashes`
+/// fills them, and take it from `transactions` meanwhile. The records are the same at
+/// every step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_are_the_same_before_and_after_the_hash_fill() {
+async fn records_are_the_same_before_during_and_after_the_hash_migration() {
     let world = World::start(12, false).await;
     let primary = sqlx::PgPool::connect(&world.pg.primary_url())
         .await
         .expect("connect");
+    let run = |sql: String| {
+        let primary = primary.clone();
+        async move {
+            sqlx::query(&sql).execute(&primary).await.expect(&sql);
+        }
+    };
     let count = |sql: &'static str| {
         let primary = primary.clone();
         async move {
@@ -753,15 +761,9 @@ async fn records_are_the_same_before_and_after_the_hash_fill() {
         "the writer keeps every row's hash"
     );
 
-    // As if two thirds of the rows had been written before the column existed.
-    sqlx::query("UPDATE payments SET transaction_hash = NULL WHERE id % 3 <> 0")
-        .execute(&primary)
-        .await
-        .expect("forget hashes");
-    let forgotten = count(MISSING).await;
-    assert!(forgotten > 100, "{forgotten} rows without a hash");
+    // A database before V6: no column at all.
+    run("ALTER TABLE payments DROP COLUMN transaction_hash".into()).await;
     world.wait_replica();
-
     let reader = TestReader::over(&world, &["--cache-bytes", "0"]).await;
     let tip = world.latest();
     let all: Vec<&PaymentRecord> = world.records_through(tip);
@@ -779,8 +781,6 @@ async fn records_are_the_same_before_and_after_the_hash_fill() {
             .map(|(a, _)| a)
             .expect("an account")
     };
-    let account_path = format!("/accounts/{busiest}/payments?limit=50&include_failed=true");
-    let account_before = reader.walk(&account_path).await;
     let theirs: Vec<&PaymentRecord> = all
         .iter()
         .copied()
@@ -791,33 +791,74 @@ async fn records_are_the_same_before_and_after_the_hash_fill() {
         })
         .collect();
     assert!(theirs.len() > 10);
-    assert_eq!(account_before, expected(&theirs, &reader, false));
-    assert_eq!(
-        reader.walk("/payments?limit=200&include_failed=true").await,
-        want
-    );
-    let one = all
-        .iter()
-        .find(|r| r.id.to_i64() % 3 != 0)
-        .expect("a nulled row");
-    assert_eq!(
-        reader.json(&format!("/operations/{}", one.id)).await,
-        payment_json(one, &reader.links(), false)
-    );
+    let account_path = format!("/accounts/{busiest}/payments?limit=50&include_failed=true");
+    let account_want = expected(&theirs, &reader, false);
+    let one = all[all.len() / 2];
+    let operation_path = format!("/operations/{}", one.id);
+    let check = || async {
+        assert_eq!(
+            reader.walk("/payments?limit=200&include_failed=true").await,
+            want
+        );
+        assert_eq!(reader.walk(&account_path).await, account_want);
+        assert_eq!(
+            reader.json(&operation_path).await,
+            payment_json(one, &reader.links(), false)
+        );
+    };
+    check().await;
+
+    // V6 applied: the column exists and old rows have no hash. The reader's probe finds
+    // the column and pages read it: one row given a hash of zeros shows it.
+    run("ALTER TABLE payments ADD COLUMN transaction_hash bytea".into()).await;
+    run(format!(
+        "UPDATE payments SET transaction_hash = '\\x{}' WHERE id = {}",
+        "00".repeat(32),
+        one.id
+    ))
+    .await;
+    world.wait_replica();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let shown = reader.json(&operation_path).await;
+        if shown["transaction_hash"] == "00".repeat(32) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reader never read the new column: {shown}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    run(format!(
+        "UPDATE payments SET transaction_hash = NULL WHERE id = {}",
+        one.id
+    ))
+    .await;
+    // A third of the rows filled, the rest not yet.
+    run(
+        "UPDATE payments p SET transaction_hash = t.hash FROM transactions t \
+         WHERE t.id = p.transaction_id AND p.id % 3 = 0"
+            .into(),
+    )
+    .await;
+    let missing = count(MISSING).await;
+    assert!(missing > 100, "{missing} rows without a hash");
+    world.wait_replica();
+    check().await;
 
     // The fill, one ledger per transaction, leaves no row without its hash.
-    sqlx::query("CALL fill_payment_transaction_hashes(1)")
-        .execute(&primary)
-        .await
-        .expect("fill");
+    run("CALL fill_payment_transaction_hashes(1)".into()).await;
     assert_eq!(count(MISSING).await, 0);
     assert_eq!(count(MISMATCHED).await, 0);
     world.wait_replica();
-    assert_eq!(
-        reader.walk("/payments?limit=200&include_failed=true").await,
-        want
-    );
-    assert_eq!(reader.walk(&account_path).await, account_before);
+    check().await;
+    for bad in ["0", "NULL", "1000001"] {
+        let refused = sqlx::query(&format!("CALL fill_payment_transaction_hashes({bad})"))
+            .execute(&primary)
+            .await;
+        assert!(refused.is_err(), "a batch of {bad} ledgers is refused");
+    }
 
     reader.stop().await;
     world.stop().await;
