@@ -86,6 +86,20 @@ pub enum TransactionColumns {
     Summary,
 }
 
+impl TransactionColumns {
+    /// The select list of these columns and the join (if any) a query over `payments p`
+    /// needs for them.
+    pub fn select(self) -> (&'static str, &'static str) {
+        match self {
+            Self::Whole => (
+                PAYMENT_COLUMNS,
+                " JOIN transactions t ON t.id = p.transaction_id",
+            ),
+            Self::Summary => (PAYMENT_SUMMARY_COLUMNS, ""),
+        }
+    }
+}
+
 // Positions in `PAYMENT_COLUMNS`; its transaction columns follow from `P_TX` on.
 const P_ID: usize = 0;
 const P_TYPE: usize = 1;

@@ -21,7 +21,7 @@ use crate::params::{Cursor, Order, PageRequest, Scope};
 use crate::problem::Problem;
 use crate::records::{
     payment_from_row, payment_from_row_at, transaction_from_row, CorruptRow, StoredPayment,
-    TransactionColumns, PAYMENT_COLUMNS, PAYMENT_SUMMARY_COLUMNS, TRANSACTION_COLUMNS,
+    TransactionColumns, TRANSACTION_COLUMNS,
 };
 use crate::sources::{is_timeout, ReadFailure, Source};
 
@@ -74,6 +74,16 @@ impl<'a> Db<'a> {
         Self {
             pool: &source.pool,
             hash_kept: source.hash_kept(),
+        }
+    }
+
+    /// The transaction columns records read here carry: the whole transaction when it
+    /// is embedded (or when payments do not keep the hash yet), else the summary.
+    fn transaction_columns(self, embed: bool) -> TransactionColumns {
+        if embed || !self.hash_kept {
+            TransactionColumns::Whole
+        } else {
+            TransactionColumns::Summary
         }
     }
 }
@@ -231,15 +241,9 @@ pub async fn page_with_activity(
     Ok((PageResult::Records(rows), Some(activity)))
 }
 
-/// Which transaction columns the records of `request` need: the whole transaction when
-/// it is embedded (or when the payments of `db` do not keep the hash yet), else the
-/// summary.
+/// Which transaction columns the records of `request` need.
 fn transaction_columns(db: Db<'_>, request: &PageRequest) -> TransactionColumns {
-    if request.join_transactions || !db.hash_kept {
-        TransactionColumns::Whole
-    } else {
-        TransactionColumns::Summary
-    }
+    db.transaction_columns(request.join_transactions)
 }
 
 /// The page statement of `request`: records with ids in [$1, $2) matching the
@@ -282,13 +286,7 @@ fn page_sql(db: Db<'_>, request: &PageRequest, account: &str) -> String {
     if request.direction.is_some() {
         conditions.push_str(" AND x.direction = ANY($6)");
     }
-    let (columns, join) = match transaction_columns(db, request) {
-        TransactionColumns::Whole => (
-            PAYMENT_COLUMNS,
-            " JOIN transactions t ON t.id = p.transaction_id",
-        ),
-        TransactionColumns::Summary => (PAYMENT_SUMMARY_COLUMNS, ""),
-    };
+    let (columns, join) = transaction_columns(db, request).select();
     format!(
         "SELECT {columns} FROM {from}{join} \
          WHERE {conditions} AND {id} >= $1 AND {id} < $2 ORDER BY {id} {order} LIMIT $3"
@@ -408,20 +406,9 @@ pub async fn payment(db: Db<'_>, id: i64, tip: u32) -> Result<Option<StoredPayme
         return Ok(None);
     }
     count_query();
-    let (sql, columns) = if db.hash_kept {
-        (
-            format!("SELECT {PAYMENT_SUMMARY_COLUMNS} FROM payments p WHERE p.id = $1"),
-            TransactionColumns::Summary,
-        )
-    } else {
-        (
-            format!(
-                "SELECT {PAYMENT_COLUMNS} FROM payments p \
-                 JOIN transactions t ON t.id = p.transaction_id WHERE p.id = $1"
-            ),
-            TransactionColumns::Whole,
-        )
-    };
+    let columns = db.transaction_columns(false);
+    let (select, join) = columns.select();
+    let sql = format!("SELECT {select} FROM payments p{join} WHERE p.id = $1");
     let row = sqlx::query(&sql).bind(id).fetch_optional(db.pool).await?;
     row.map(|r| payment_from_row(&r, columns).map_err(StoreError::from))
         .transpose()
