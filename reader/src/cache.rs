@@ -206,16 +206,21 @@ pub fn new_cache(max_bytes: u64, ttl: Duration) -> ResponseCache {
 /// normalised form) can be looked up before anything is parsed, which keeps a hit to a
 /// few header reads and one lookup; two spellings of one request get two entries of
 /// the same page (and, their tags being built from the normalised request, one ETag).
-pub fn page_key(fixed: bool, tip: u32, generation: i64, base: &str, target: &str) -> String {
+/// The base comes in pieces (see `routes::BaseRef::parts`) so a hit builds no base
+/// string of its own.
+pub fn page_key(fixed: bool, tip: u32, generation: i64, base: [&str; 3], target: &str) -> String {
     use std::fmt::Write as _;
-    let mut key = String::with_capacity(24 + base.len() + target.len());
+    let base_len: usize = base.iter().map(|p| p.len()).sum();
+    let mut key = String::with_capacity(24 + base_len + target.len());
     if fixed {
         key.push_str("fixed");
     } else {
         let _ = write!(key, "{tip}.{generation}");
     }
     key.push('|');
-    key.push_str(base);
+    for part in base {
+        key.push_str(part);
+    }
     key.push_str(target);
     key
 }
@@ -266,6 +271,28 @@ pub fn may_name_immutable(header: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn page_keys_spell_the_base_in_full() {
+        let target = "/payments?limit=10";
+        assert_eq!(
+            page_key(false, 7, 2, ["https", "://", "a.test"], target),
+            "7.2|https://a.test/payments?limit=10"
+        );
+        assert_eq!(
+            page_key(true, 7, 2, ["https://p.test", "", ""], target),
+            "fixed|https://p.test/payments?limit=10"
+        );
+        assert_eq!(
+            page_key(false, 7, 2, ["", "", ""], target),
+            "7.2|/payments?limit=10"
+        );
+        // A base split differently is the same key.
+        assert_eq!(
+            page_key(false, 1, 0, ["http", "://", "h"], "/x"),
+            page_key(false, 1, 0, ["http://h", "", ""], "/x")
+        );
+    }
 
     #[test]
     fn etags_are_quoted_and_distinct() {

@@ -13,6 +13,7 @@ pub mod transactions;
 
 use std::borrow::Cow;
 
+use axum::body::Body;
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -68,24 +69,62 @@ pub fn query_pairs(query: Option<&str>) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
 /// Where `_links` point: the configured public URL, else the request's Host (checked
 /// to be a plain host name) and `X-Forwarded-Proto`.
 pub fn link_base(state: &AppState, headers: &HeaderMap) -> LinkBase {
-    if let Some(url) = &state.settings.public_url {
-        return LinkBase(url.clone());
+    BaseRef::of(state, headers).to_link_base()
+}
+
+/// Where `_links` point, borrowed from the settings or the request: what a cache key
+/// needs without allocating. The [`LinkBase`] a body is rendered with is built from it
+/// only when a page is rendered, never on a cache hit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BaseRef<'a> {
+    /// The configured public URL.
+    Configured(&'a str),
+    /// The request's Host under the scheme `X-Forwarded-Proto` names (else `http`).
+    Host {
+        /// `http` or `https`.
+        scheme: &'static str,
+        /// The Host header, checked to be a plain host name.
+        host: &'a str,
+    },
+    /// No usable Host: links are relative.
+    Relative,
+}
+
+impl<'a> BaseRef<'a> {
+    /// The base for a request with `headers`.
+    pub fn of(state: &'a AppState, headers: &'a HeaderMap) -> Self {
+        if let Some(url) = &state.settings.public_url {
+            return Self::Configured(url);
+        }
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| {
+                h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+            });
+        let scheme = match headers.get("x-forwarded-proto").map(HeaderValue::as_bytes) {
+            Some(b"https") => "https",
+            _ => "http",
+        };
+        match host {
+            Some(host) => Self::Host { scheme, host },
+            None => Self::Relative,
+        }
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .filter(|h| {
-            h.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-        });
-    let proto = headers
-        .get("x-forwarded-proto")
-        .and_then(|h| h.to_str().ok())
-        .filter(|p| *p == "https" || *p == "http")
-        .unwrap_or("http");
-    match host {
-        Some(host) => LinkBase(format!("{proto}://{host}")),
-        None => LinkBase(String::new()),
+
+    /// The base's text in pieces that concatenate to the [`LinkBase`]'s.
+    pub fn parts(self) -> [&'a str; 3] {
+        match self {
+            Self::Configured(url) => [url, "", ""],
+            Self::Host { scheme, host } => [scheme, "://", host],
+            Self::Relative => ["", "", ""],
+        }
+    }
+
+    /// The owned base links are rendered with.
+    pub fn to_link_base(self) -> LinkBase {
+        LinkBase(self.parts().concat())
     }
 }
 
@@ -180,28 +219,25 @@ pub fn rendered_response(
     outcome: CacheOutcome,
     encoding: Encoding,
 ) -> Response {
-    let (mut response, outcome, encoding) = if not_modified {
+    // One allocation for the five to eight headers of a page and those the layers
+    // outside add (CORS), not one per growth step.
+    let mut headers = HeaderMap::with_capacity(16);
+    let (status, body, outcome, encoding) = if not_modified {
         (
-            StatusCode::NOT_MODIFIED.into_response(),
+            StatusCode::NOT_MODIFIED,
+            Body::empty(),
             CacheOutcome::NotModified,
             encoding,
         )
     } else {
         let (body, used) = rendered.encoded(encoding);
-        let mut r = (StatusCode::OK, body).into_response();
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static(HAL_JSON));
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(HAL_JSON));
         if let Some(token) = used.token() {
-            r.headers_mut()
-                .insert(header::CONTENT_ENCODING, HeaderValue::from_static(token));
+            headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(token));
         }
-        (r, outcome, used)
+        (StatusCode::OK, Body::from(body), outcome, used)
     };
     outcome.count();
-    let headers = response.headers_mut();
-    // One allocation for the five to eight headers of a page (and those the layers
-    // outside add), not one per growth step.
-    headers.reserve(12);
     if let Some(v) = rendered.etag_header(encoding) {
         headers.insert(header::ETAG, v);
     }
@@ -214,6 +250,9 @@ pub fn rendered_response(
         HeaderValue::from_static("Accept, Accept-Encoding"),
     );
     headers.insert(LATEST_LEDGER.clone(), HeaderValue::from(tip));
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
     response
 }
 

@@ -16,11 +16,10 @@ use axum::extract::{Request, State};
 use axum::http::request::Parts;
 use axum::response::Response;
 use bytes::Bytes;
-use shared::horizon::LinkBase;
 
 use super::{
-    cached_response, condition, encoding, link_base, missing_at, not_modified, query_pairs,
-    rendered_response, wants_event_stream, CacheOutcome, PathParam,
+    cached_response, condition, encoding, missing_at, not_modified, query_pairs, rendered_response,
+    wants_event_stream, BaseRef, CacheOutcome, PathParam,
 };
 use crate::cache::{Encoding, Rendered};
 use crate::conditional::{self, PageFacts, TagInputs};
@@ -140,7 +139,7 @@ impl Subject<'_> {
 
 /// The request as the cache sees it: where links point and the path and query as sent.
 struct Target<'a> {
-    base: LinkBase,
+    base: BaseRef<'a>,
     path_and_query: &'a str,
 }
 
@@ -150,7 +149,7 @@ impl Target<'_> {
             fixed,
             view.tip,
             view.generation,
-            &self.base.0,
+            self.base.parts(),
             self.path_and_query,
         )
     }
@@ -164,7 +163,7 @@ async fn payments(
     let headers = &request.headers;
     let streaming = wants_event_stream(headers);
     let target = Target {
-        base: link_base(&state, headers),
+        base: BaseRef::of(&state, headers),
         path_and_query: request.uri.path_and_query().map_or("/", |pq| pq.as_str()),
     };
     let condition = condition(headers);
@@ -192,7 +191,8 @@ async fn payments(
         .filter(|_| streaming);
     let page_request = PageRequest::parse(scope, &query, last_event_id)?;
     let Some(chosen) = chosen else {
-        return Ok(stream::open(state, page_request, target.base).await);
+        let base = target.base.to_link_base();
+        return Ok(stream::open(state, page_request, base).await);
     };
     let (state, page_request, target) = (&state, &page_request, &target);
     state
@@ -215,7 +215,7 @@ async fn page_at(
 ) -> Result<Response, StoreError> {
     let view = chosen.view;
     let tip = view.tip;
-    let base = &target.base;
+    let base = &target.base.to_link_base();
     // The key follows the request as sent: `cursor=now` names a different position at
     // every tip, so its page is never kept under a tip-independent key.
     let now = request.cursor == params::Cursor::Now;

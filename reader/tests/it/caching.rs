@@ -418,3 +418,72 @@ async fn compressed_per_accept_encoding_with_their_own_etags() {
     reader.stop().await;
     world.stop().await;
 }
+
+/// Without a public URL, links follow the request's Host and `X-Forwarded-Proto`, and
+/// each base is its own cache entry: a page rendered for one host or scheme is never
+/// served to another, and a hit answers only the base it was rendered for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_follow_the_request_host_and_scheme() {
+    let world = World::start(4, false).await;
+    world.wait_replica();
+    let reader = TestReader::over(&world, &[]).await;
+    let path = "/payments?limit=2";
+    let hrefs = |body: &Value| {
+        let page = body["_links"]["self"]["href"]
+            .as_str()
+            .expect("self")
+            .to_owned();
+        let record = body["_embedded"]["records"][0]["_links"]["self"]["href"]
+            .as_str()
+            .expect("record self")
+            .to_owned();
+        (page, record)
+    };
+    let fetch = |headers: Vec<(&'static str, &'static str)>| {
+        let reader = &reader;
+        async move {
+            let before = reader.db_queries();
+            let r = reader.get_with(path, &headers).await;
+            assert_eq!(r.status(), 200, "{headers:?}");
+            let body: Value = r.json().await.expect("json");
+            (hrefs(&body), reader.db_queries() - before)
+        }
+    };
+
+    // Each base once from the database, then from the cache.
+    let cases: [(Vec<(&str, &str)>, &str); 4] = [
+        (vec![("host", "a.test")], "http://a.test/"),
+        (
+            vec![("host", "a.test"), ("x-forwarded-proto", "https")],
+            "https://a.test/",
+        ),
+        (vec![("host", "b.test:8000")], "http://b.test:8000/"),
+        // Not a plain host name: relative links.
+        (vec![("host", "a.test@evil")], "/"),
+    ];
+    for (headers, prefix) in &cases {
+        for round in 0..2 {
+            let ((page, record), queries) = fetch(headers.clone()).await;
+            assert!(page.starts_with(prefix), "{headers:?}: page link {page}");
+            assert!(
+                record.starts_with(&format!("{prefix}operations/")),
+                "{headers:?}: record link {record}"
+            );
+            if *prefix == "/" {
+                assert!(!page.starts_with("//"), "{page}");
+            }
+            assert_eq!(
+                queries,
+                u64::from(round == 0),
+                "{headers:?}: round {round} read the database {queries} times"
+            );
+        }
+    }
+    // A scheme other than http or https is ignored: the http page, already cached.
+    let ((page, _), queries) =
+        fetch(vec![("host", "a.test"), ("x-forwarded-proto", "gopher")]).await;
+    assert!(page.starts_with("http://a.test/"), "{page}");
+    assert_eq!(queries, 0, "the http entry answers");
+    reader.stop().await;
+    world.stop().await;
+}
