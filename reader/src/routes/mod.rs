@@ -302,27 +302,33 @@ where
     F: Fn(crate::sources::Chosen, LinkBase) -> Fut,
     Fut: std::future::Future<Output = Result<Option<Vec<u8>>, crate::store::StoreError>>,
 {
-    let base = link_base(state, headers);
+    let base = BaseRef::of(state, headers);
     let condition = condition(headers);
     let encoding = encoding(headers);
-    let tag = crate::cache::etag('i', &[&base.0, path]);
-    let key = format!("fixed|{}|{path}", base.0);
-    let (tag, key, base) = (&tag, &key, &base);
+    // A hit without a condition needs neither the owned base nor the tag (a SHA-256):
+    // both are made only when a condition is checked or the resource is read.
+    let base_text = || base.parts().concat();
+    let tag_of = |base: &str| crate::cache::etag('i', &[base, path]);
+    let key = crate::cache::page_key(true, 0, 0, base.parts(), path);
+    let (key, base_text, tag_of) = (&key, &base_text, &tag_of);
     let missing = &missing;
     let fetch = &fetch;
     state
         .sources
         .read(|chosen| async move {
             let tip = chosen.view.tip;
-            if condition.is_some_and(|c| crate::conditional::matches_before_reading(c, tag)) {
-                return Ok::<_, crate::store::StoreError>(not_modified(
-                    state,
-                    route,
-                    tag.clone(),
-                    Class::Immutable,
-                    tip,
-                    encoding,
-                ));
+            if let Some(condition) = condition {
+                let tag = tag_of(&base_text());
+                if crate::conditional::matches_before_reading(condition, &tag) {
+                    return Ok::<_, crate::store::StoreError>(not_modified(
+                        state,
+                        route,
+                        tag,
+                        Class::Immutable,
+                        tip,
+                        encoding,
+                    ));
+                }
             }
             if let Some(hit) = cached_response(state, key, route, tip, condition, encoding).await {
                 return Ok(hit);
@@ -330,16 +336,18 @@ where
             state
                 .db_queries
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let Some(body) = fetch(chosen, base.clone()).await? else {
+            let base = LinkBase(base_text());
+            let tag = tag_of(&base.0);
+            let Some(body) = fetch(chosen, base).await? else {
                 return Ok(missing_at(missing(), tip));
             };
             let rendered = std::sync::Arc::new(Rendered::new(
                 bytes::Bytes::from(body),
-                tag.clone(),
+                tag,
                 Class::Immutable,
             ));
             state.cache.insert(key.clone(), rendered.clone()).await;
-            let matched = condition.is_some_and(|c| crate::conditional::matches(c, tag));
+            let matched = condition.is_some_and(|c| crate::conditional::matches(c, &rendered.etag));
             Ok(rendered_response(
                 state,
                 route,

@@ -4,8 +4,7 @@
 //! What must hold: the body is byte for byte the record a page embeds for that id; it
 //! is immutable once its ledger has closed, and a 404 is never cached.
 
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Request, State};
 use axum::response::Response;
 use shared::horizon::PaymentResource;
 
@@ -28,7 +27,7 @@ use crate::store::{self, StoreError};
 pub async fn operation(
     State(state): State<AppState>,
     PathParam(raw): PathParam,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, Problem> {
     let id = params::parse_operation_id(&raw)?;
     let path = format!("/operations/{id}");
@@ -36,7 +35,7 @@ pub async fn operation(
         &state,
         "/operations/{id}",
         &path,
-        &headers,
+        request.headers(),
         || {
             Problem::not_found(format!(
                 "There is no payment operation {id} in this history."

@@ -6,8 +6,7 @@
 //! What must hold: the body is the resource `join=transactions` embeds; it is immutable
 //! once its ledger has closed, and a 404 is never cached.
 
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Request, State};
 use axum::response::Response;
 use shared::horizon::TransactionResource;
 
@@ -30,7 +29,7 @@ use crate::store::{self, StoreError};
 pub async fn transaction(
     State(state): State<AppState>,
     PathParam(raw): PathParam,
-    headers: HeaderMap,
+    request: Request,
 ) -> Result<Response, Problem> {
     let hash = params::parse_hash(&raw.to_ascii_lowercase())?;
     let hex = hex::encode(hash);
@@ -39,7 +38,7 @@ pub async fn transaction(
         &state,
         "/transactions/{hash}",
         &path,
-        &headers,
+        request.headers(),
         || Problem::not_found(format!("Transaction {hex} is not in this history.")),
         |chosen, base| async move {
             let Some(tx) = store::transaction(&chosen.source.pool, &hash, chosen.view.tip).await?

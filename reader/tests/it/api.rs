@@ -542,10 +542,30 @@ async fn every_link_resolves_and_single_resources_are_served() {
         );
         let tag = r.headers()["etag"].to_str().expect("etag").to_owned();
         assert_eq!(r.json::<Value>().await.expect("json"), *record);
+        // Read once: a 304, a hit and a hit under a stale tag read nothing more, and
+        // all carry the same tag.
+        let before = reader.db_queries();
         let again = reader
             .get_with(&format!("/operations/{id}"), &[("if-none-match", &tag)])
             .await;
         assert_eq!(again.status(), 304);
+        assert_eq!(again.headers()["etag"].to_str().ok(), Some(tag.as_str()));
+        for headers in [
+            vec![],
+            vec![("if-none-match", "\"i-000000000000000000000000\"")],
+        ] {
+            let hit = reader
+                .get_with(&format!("/operations/{id}"), &headers)
+                .await;
+            assert_eq!(hit.status(), 200, "{headers:?}");
+            assert_eq!(hit.headers()["etag"].to_str().ok(), Some(tag.as_str()));
+            assert_eq!(hit.json::<Value>().await.expect("json"), *record);
+        }
+        assert_eq!(
+            reader.db_queries(),
+            before,
+            "/operations/{id} was read again"
+        );
     }
     // One transaction: what join=transactions embeds.
     let joined = reader.json("/payments?limit=20&join=transactions").await;
