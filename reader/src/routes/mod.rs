@@ -72,6 +72,22 @@ pub fn link_base(state: &AppState, headers: &HeaderMap) -> LinkBase {
     BaseRef::of(state, headers).to_link_base()
 }
 
+/// `X-Forwarded-Proto`, named once (a name given as text is parsed on every lookup).
+static X_FORWARDED_PROTO: header::HeaderName = header::HeaderName::from_static("x-forwarded-proto");
+
+/// The bytes of a plain host name (and port, or bracketed IPv6 address): ASCII letters
+/// and digits and `.-:[]`.
+const HOST_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b':' | b'[' | b']');
+        b += 1;
+    }
+    table
+};
+
 /// Where `_links` point, borrowed from the settings or the request: what a cache key
 /// needs without allocating. The [`LinkBase`] a body is rendered with is built from it
 /// only when a page is rendered, never on a cache hit.
@@ -99,11 +115,8 @@ impl<'a> BaseRef<'a> {
         let host = headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-            .filter(|h| {
-                h.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-            });
-        let scheme = match headers.get("x-forwarded-proto").map(HeaderValue::as_bytes) {
+            .filter(|h| h.bytes().all(|b| HOST_BYTES[usize::from(b)]));
+        let scheme = match headers.get(&X_FORWARDED_PROTO).map(HeaderValue::as_bytes) {
             Some(b"https") => "https",
             _ => "http",
         };

@@ -103,6 +103,9 @@ pub async fn transaction_payments(
     payments(state, Subject::Parsed(scope), &request.into_parts().0).await
 }
 
+/// The reconnection header of event streams, named once.
+static LAST_EVENT_ID: axum::http::HeaderName = axum::http::HeaderName::from_static("last-event-id");
+
 /// What a payments route is about, as far as the cache needs to know before the rest
 /// of the request is parsed: an account's address is checked (a strkey's checksum) only
 /// when the page is not already cached.
@@ -186,7 +189,7 @@ async fn payments(
     let query = query_pairs(request.uri.query());
     // The reconnection header of event streams; a plain GET ignores it, as Horizon does.
     let last_event_id = headers
-        .get("last-event-id")
+        .get(&LAST_EVENT_ID)
         .and_then(|h| h.to_str().ok())
         .filter(|_| streaming);
     let page_request = PageRequest::parse(scope, &query, last_event_id)?;

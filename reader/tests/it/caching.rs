@@ -451,13 +451,14 @@ async fn links_follow_the_request_host_and_scheme() {
     };
 
     // Each base once from the database, then from the cache.
-    let cases: [(Vec<(&str, &str)>, &str); 4] = [
+    let cases: [(Vec<(&str, &str)>, &str); 5] = [
         (vec![("host", "a.test")], "http://a.test/"),
         (
             vec![("host", "a.test"), ("x-forwarded-proto", "https")],
             "https://a.test/",
         ),
         (vec![("host", "b.test:8000")], "http://b.test:8000/"),
+        (vec![("host", "[::1]:8000")], "http://[::1]:8000/"),
         // Not a plain host name: relative links.
         (vec![("host", "a.test@evil")], "/"),
     ];
